@@ -1,0 +1,23 @@
+//! Spec and wire types shared by every gust crate: validated names, the `gust.toml`
+//! manifest and the JSON bodies of the control API.
+//!
+//! This crate does no I/O and knows nothing of tokio or HTTP, so every other crate may
+//! depend on it. Start with [`Manifest::parse`], which turns a `gust.toml` into a
+//! [`FunctionSpec`] or lists every problem at once.
+//!
+//! # Layout
+//! - [`name`]: [`FunctionName`], [`RevisionId`], [`CallId`] — newtypes checked on construction.
+//! - [`manifest`]: parsing and validation of `gust.toml` into [`FunctionSpec`].
+//! - [`quantity`]: `"30s"` durations and `"6Mi"` byte sizes as they are written in manifests.
+//! - [`wire`]: request and response bodies of `/api/v1`.
+//! - [`error`]: the crate's one [`Error`] enum.
+
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod quantity;
+pub mod wire;
+
+pub use error::{Error, Problem, Result};
+pub use manifest::{FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy};
+pub use name::{CallId, FunctionName, RevisionId};

@@ -1,0 +1,124 @@
+use super::*;
+
+fn fields(err: Error) -> Vec<String> {
+    match err {
+        Error::InvalidManifest { problems } => problems.into_iter().map(|p| p.field).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_python_gets_defaults() {
+    let spec = Manifest::parse("name = \"hello\"\nruntime = \"python\"\n").unwrap();
+    assert_eq!(spec.handler, "handler.handle");
+    assert_eq!(spec.protocol, Protocol::Http);
+    assert_eq!(spec.limits.timeout, Duration::from_secs(60));
+    assert_eq!(spec.limits.max_body, 6 << 20);
+    assert_eq!(spec.scale.concurrency, 1);
+    assert_eq!(spec.scale.max, 10);
+    assert_eq!(spec.scale.idle_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn runtime_defaults() {
+    let node = Manifest::parse("name = \"n\"\nruntime = \"node\"\n").unwrap();
+    assert_eq!((node.handler.as_str(), node.scale.concurrency), ("handler.js", 32));
+    let sh = Manifest::parse("name = \"s\"\nruntime = \"shell\"\n").unwrap();
+    assert_eq!((sh.handler.as_str(), sh.protocol), ("handler.sh", Protocol::Stdio));
+    let ex = Manifest::parse("name = \"e\"\nruntime = \"exec\"\nhandler = \"./srv\"\nprotocol = \"http\"\n").unwrap();
+    assert_eq!((ex.protocol, ex.scale.concurrency), (Protocol::Http, 32));
+}
+
+#[test]
+fn full_manifest() {
+    let text = r#"
+name = "hello"
+runtime = "python"
+handler = "pkg.mod.fn"
+
+[env]
+TARGET = "Go Sample v1"
+COUNT = 3
+
+[limits]
+timeout = "2s"
+memory = "256Mi"
+max_body = "1Ki"
+
+[scale]
+concurrency = 4
+min = 1
+max = 3
+idle_timeout = "1s"
+queue_depth = 5
+queue_timeout = "500ms"
+"#;
+    let spec = Manifest::parse(text).unwrap();
+    assert_eq!(spec.env["TARGET"], "Go Sample v1");
+    assert_eq!(spec.env["COUNT"], "3");
+    assert_eq!(spec.limits.memory, Some(256 << 20));
+    assert_eq!(spec.limits.max_body, 1024);
+    assert_eq!(spec.scale.queue_timeout, Duration::from_millis(500));
+    // What we write back parses to the same spec.
+    assert_eq!(Manifest::parse(&spec.to_toml()).unwrap(), spec);
+}
+
+#[test]
+fn every_problem_is_listed_with_its_field() {
+    let text = r#"
+name = "Bad_Name"
+runtime = "cobol"
+colour = "blue"
+build = "make"
+
+[env]
+GUST_X = "no"
+"1X" = "no"
+
+[limits]
+timeout = "soon"
+max_body = "lots"
+extra = 1
+
+[scale]
+min = 5
+max = 2
+idle_timeout = "10ms"
+concurrency = 0
+"#;
+    let got = fields(Manifest::parse(text).unwrap_err());
+    for want in [
+        "name", "runtime", "colour", "build", "env.GUST_X", "env.1X", "limits.timeout",
+        "limits.max_body", "limits.extra", "scale.min", "scale.idle_timeout", "scale.concurrency",
+    ] {
+        assert!(got.contains(&want.to_owned()), "missing {want} in {got:?}");
+    }
+}
+
+#[test]
+fn required_fields_and_wrong_types() {
+    let got = fields(Manifest::parse("name = 3\n").unwrap_err());
+    assert_eq!(got, vec!["name", "runtime"]);
+    let got = fields(Manifest::parse("name = \"a\"\nruntime = \"exec\"\n").unwrap_err());
+    assert_eq!(got, vec!["handler"]);
+    let got = fields(Manifest::parse("name = \"a\"\nruntime = \"python\"\nprotocol = \"stdio\"\n").unwrap_err());
+    assert_eq!(got, vec!["protocol"]);
+}
+
+#[test]
+fn handler_shapes() {
+    for bad in ["handler", "1mod.f", "mod.f-x", "../x.f"] {
+        let text = format!("name = \"a\"\nruntime = \"python\"\nhandler = \"{bad}\"\n");
+        assert_eq!(fields(Manifest::parse(&text).unwrap_err()), vec!["handler"], "{bad}");
+    }
+    for bad in ["/bin/sh", "../up.js", "a/../../b"] {
+        let text = format!("name = \"a\"\nruntime = \"node\"\nhandler = \"{bad}\"\n");
+        assert_eq!(fields(Manifest::parse(&text).unwrap_err()), vec!["handler"], "{bad}");
+    }
+}
+
+#[test]
+fn not_toml() {
+    let err = Manifest::parse("name = ").unwrap_err();
+    assert!(err.to_string().contains("not valid TOML"), "{err}");
+}

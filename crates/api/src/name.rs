@@ -1,0 +1,182 @@
+//! Validated identifiers. No raw `String` names cross a crate boundary.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// The longest function name: a revision id adds `-NNNNN` and the whole must stay a
+/// DNS label (63 bytes) so the same names work as Kubernetes object names later.
+pub const MAX_NAME_LEN: usize = 50;
+
+/// A function's name: a lowercase DNS label (`[a-z]([-a-z0-9]*[a-z0-9])?`, at most
+/// [`MAX_NAME_LEN`] bytes). It appears in URLs, file names and revision ids, so the rule
+/// is strict on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    /// Checks `name` against the naming rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] saying which part of the rule is broken.
+    pub fn new(name: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(invalid("it is longer than 50 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                "use only lowercase letters, digits and `-` (a DNS label)",
+            ));
+        }
+        if !name.as_bytes()[0].is_ascii_lowercase() {
+            return Err(invalid("it must start with a lowercase letter"));
+        }
+        if name.ends_with('-') {
+            return Err(invalid("it must not end with `-`"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for FunctionName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FunctionName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One immutable revision of a function: `NAME-00001`, `NAME-00002`, … (Knative style).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevisionId {
+    function: FunctionName,
+    number: u32,
+}
+
+impl RevisionId {
+    /// The revision numbered `number` of `function`.
+    pub fn new(function: FunctionName, number: u32) -> Self {
+        Self { function, number }
+    }
+
+    /// The function this revision belongs to.
+    pub fn function(&self) -> &FunctionName {
+        &self.function
+    }
+
+    /// The revision's sequence number, starting at 1.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+}
+
+impl fmt::Display for RevisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:05}", self.function, self.number)
+    }
+}
+
+impl serde::Serialize for RevisionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The id of one call: a UUIDv7 (so ids sort by time) unless the caller sent its own
+/// `X-Call-Id`, which is kept when it is short, printable ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CallId(String);
+
+impl CallId {
+    /// The longest caller-supplied id that is kept as is.
+    pub const MAX_LEN: usize = 128;
+
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Keeps a caller's id when it is 1–128 bytes of visible ASCII; otherwise makes one.
+    pub fn from_caller(value: Option<&[u8]>) -> Self {
+        match value {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= Self::MAX_LEN
+                    && v.iter().all(|b| b.is_ascii_graphic()) =>
+            {
+                // All bytes are visible ASCII, so this is valid UTF-8.
+                Self(String::from_utf8_lossy(v).into_owned())
+            }
+            _ => Self::generate(),
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names() {
+        for ok in ["a", "hello", "hello-world-2", "x1"] {
+            assert!(FunctionName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Hello", "1abc", "-a", "a-", "a_b", "a.b", "a/b", &"a".repeat(51)] {
+            assert!(FunctionName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn revision_ids_are_zero_padded() {
+        let r = RevisionId::new(FunctionName::new("hello").unwrap(), 7);
+        assert_eq!(r.to_string(), "hello-00007");
+    }
+
+    #[test]
+    fn caller_call_ids() {
+        assert_eq!(CallId::from_caller(Some(b"abc-1")).as_str(), "abc-1");
+        assert_ne!(CallId::from_caller(Some(b"has space")).as_str(), "has space");
+        assert_eq!(CallId::from_caller(None).as_str().len(), 36);
+    }
+}

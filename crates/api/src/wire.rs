@@ -1,0 +1,171 @@
+//! JSON bodies of the control API (`/api/v1/…`) and of error responses. The CLI and the
+//! server both use these types, so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CallId, FunctionSpec, Problem};
+
+/// Every error response's body: a stable code, a sentence a person can act on, and the
+/// call id when there is one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short stable code, e.g. `not_found`, `timeout`, `overloaded`.
+    pub error: String,
+    /// What happened and what to do about it.
+    pub message: String,
+    /// The call this error belongs to, for `gust logs` and support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<CallId>,
+    /// For an invalid manifest: every problem, by field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// The answer to `POST /api/v1/functions` (a deploy).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployResponse {
+    /// The function deployed.
+    pub function: String,
+    /// The revision now taking all traffic, e.g. `hello-00002`.
+    pub revision: String,
+    /// Whether this deploy made a new revision; `false` when code and config were identical.
+    pub changed: bool,
+    /// Where to call it.
+    pub url: String,
+    /// The content digest of the code, `sha256:…`.
+    pub code_digest: String,
+}
+
+/// One row of `GET /api/v1/functions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionSummary {
+    /// The function's name.
+    pub name: String,
+    /// Its runtime, as written in manifests.
+    pub runtime: String,
+    /// The revision taking traffic.
+    pub revision: String,
+    /// Instances running now, over every revision.
+    pub instances: usize,
+    /// Where to call it.
+    pub url: String,
+}
+
+/// `GET /api/v1/functions/{name}`: everything `gust describe` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDetail {
+    /// The function's name.
+    pub name: String,
+    /// Where to call it.
+    pub url: String,
+    /// The spec of the revision taking traffic, with every default filled in.
+    pub spec: FunctionSpec,
+    /// That spec as manifest text.
+    pub manifest: String,
+    /// Every revision, newest first.
+    pub revisions: Vec<RevisionInfo>,
+    /// Instances running now.
+    pub instances: Vec<InstanceInfo>,
+    /// The most recent failed calls, newest first.
+    pub recent_errors: Vec<CallError>,
+}
+
+/// One revision of a function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    /// `NAME-00001`, …
+    pub id: String,
+    /// Digest of the revision's code.
+    pub code_digest: String,
+    /// When it was deployed, RFC 3339.
+    pub created_at: String,
+    /// Share of traffic it takes, 0–100.
+    pub traffic_percent: u8,
+}
+
+/// One running instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// The instance's id, as it appears in logs.
+    pub id: String,
+    /// The revision it runs.
+    pub revision: String,
+    /// Its process id, for long-lived (`http`) instances.
+    pub pid: Option<u32>,
+    /// Calls in flight on it now.
+    pub in_flight: u32,
+    /// Calls it has served.
+    pub served: u64,
+    /// Seconds since it started.
+    pub age_seconds: f64,
+    /// Seconds since it last finished a call (0 while busy).
+    pub idle_seconds: f64,
+}
+
+/// A failed call as `gust describe` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallError {
+    /// When it ended, RFC 3339.
+    pub at: String,
+    /// The call's id.
+    pub call_id: String,
+    /// The status the caller got.
+    pub status: u16,
+    /// Why.
+    pub message: String,
+}
+
+/// One captured line of an instance's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When gust read it, RFC 3339 with milliseconds.
+    pub ts: String,
+    /// The function that printed it.
+    pub function: String,
+    /// The instance that printed it (or `gust` for lines gust writes itself).
+    pub instance: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The call in flight when it was printed, where that is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// The text, without its newline.
+    pub line: String,
+}
+
+/// `GET /api/v1/info`: what this server is and what the host lets it do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Info {
+    /// gust's version.
+    pub version: String,
+    /// The address it serves on.
+    pub listen: String,
+    /// Its data directory.
+    pub data_dir: String,
+    /// The isolation in use for instances, and what the host would allow.
+    pub isolation: Isolation,
+    /// Interpreters found at start-up, by runtime.
+    pub interpreters: Vec<Interpreter>,
+}
+
+/// Isolation of instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The level in use, e.g. `process`.
+    pub level: String,
+    /// The mechanisms applied to every instance.
+    pub applied: Vec<String>,
+    /// Mechanisms the host offers, whether or not they are in use yet.
+    pub host_allows: Vec<String>,
+}
+
+/// An interpreter found at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interpreter {
+    /// The runtime that uses it.
+    pub runtime: String,
+    /// The real executable, after shims are resolved; `None` when not found.
+    pub path: Option<String>,
+    /// Its version, or why it could not be used.
+    pub detail: String,
+}

@@ -1,0 +1,73 @@
+//! The one error type of `gust-store`.
+
+use std::path::PathBuf;
+
+/// A result whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation on the data directory failed.
+    #[error("{op} `{}`", path.display())]
+    Io {
+        /// What was being done, e.g. "create directory".
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SQLite database refused an operation.
+    #[error("database: {op}")]
+    Database {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// An uploaded archive was malformed, hostile or too large. The message says which
+    /// entry and why; the caller should answer 400 (or 413 for size).
+    #[error("bad archive: {reason}")]
+    BadArchive {
+        /// What is wrong with it.
+        reason: String,
+        /// Whether a size or count limit was crossed (413 rather than 400).
+        too_large: bool,
+    },
+    /// The archive's `gust.toml` is missing or invalid, or names a handler that is not there.
+    #[error(transparent)]
+    InvalidManifest(#[from] gust_api::Error),
+    /// No function of that name is deployed.
+    #[error("function `{function}` not found")]
+    NotFound {
+        /// The name asked for.
+        function: String,
+    },
+    /// A stored row could not be read back (a bug or a hand-edited database).
+    #[error("corrupt record for `{function}`: {reason}")]
+    Corrupt {
+        /// The function whose record is bad.
+        function: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Error::Database { op, source }
+    }
+
+    pub(crate) fn bad(reason: impl Into<String>) -> Self {
+        Error::BadArchive { reason: reason.into(), too_large: false }
+    }
+}

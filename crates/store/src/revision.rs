@@ -1,0 +1,33 @@
+//! One immutable revision of a function.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use gust_api::{FunctionSpec, RevisionId};
+
+use crate::Digest;
+
+/// An immutable snapshot: the code (by digest, unpacked at `code_dir`) and the validated
+/// spec it runs with. Every deploy that changes either makes a new one.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// `NAME-00001`, …
+    pub id: RevisionId,
+    /// The validated manifest, defaults filled in.
+    pub spec: FunctionSpec,
+    /// Digest of the code tree.
+    pub code_digest: Digest,
+    /// Where the code lives, read-only by convention; shared by revisions with equal code.
+    pub code_dir: PathBuf,
+    /// When it was deployed.
+    pub created_at: SystemTime,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct DeployOutcome {
+    /// The revision now taking all traffic.
+    pub revision: Revision,
+    /// `false` when code and config equalled the current revision's, so nothing changed.
+    pub changed: bool,
+}

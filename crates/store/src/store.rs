@@ -1,0 +1,318 @@
+//! [`Store`]: the registry in SQLite plus code by digest on disk.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gust_api::{FunctionName, FunctionSpec, Manifest, Problem, RevisionId, Runtime};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::archive::{ArchiveLimits, Digest, tree_digest, unpack_tar_gz};
+use crate::{DeployOutcome, Error, Result, Revision};
+
+/// Schema, applied once per `user_version` step. Append only: never edit a shipped step.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE functions (
+    name             TEXT PRIMARY KEY,
+    current_revision INTEGER NOT NULL,
+    created_at_ms    INTEGER NOT NULL
+);
+CREATE TABLE revisions (
+    function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    code_digest   TEXT NOT NULL,
+    spec_json     TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, number)
+);
+"];
+
+/// The embedded store of one data directory.
+///
+/// Its methods block (SQLite, file I/O); async callers run them on `spawn_blocking`.
+/// One connection behind a mutex is enough: writes are deploys and removals, which are
+/// rare, and the call path never reads from here.
+#[derive(Debug)]
+pub struct Store {
+    /// The data directory.
+    root: PathBuf,
+    /// The only connection; the mutex also serialises deploys of the same function.
+    conn: Mutex<Connection>,
+    /// Caps for unpacking uploads.
+    limits: ArchiveLimits,
+}
+
+impl Store {
+    /// Opens (creating as needed) the store in `root`: `gust.db`, `code/`, `tmp/`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Database`] when the directory or database cannot be set up.
+    pub fn open(root: &Path, limits: ArchiveLimits) -> Result<Self> {
+        for dir in [root.to_path_buf(), root.join("code"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        }
+        // Leftovers of deploys interrupted by a crash.
+        let tmp = root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let db = root.join("gust.db");
+        let conn = Connection::open(&db).map_err(Error::db("open gust.db"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(Error::db("set pragmas"))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::db("read schema version"))?;
+        let done = usize::try_from(version).unwrap_or(0);
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
+            conn.execute_batch(&format!("BEGIN; {step} PRAGMA user_version = {}; COMMIT;", i + 1))
+                .map_err(Error::db("migrate schema"))?;
+        }
+        Ok(Self { root: root.to_path_buf(), conn: Mutex::new(conn), limits })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Deploys a `.tar.gz` of a function directory: unpacks it safely, validates its
+    /// `gust.toml` and handler, stores the code by digest and records a revision that takes
+    /// all traffic — unless code and spec equal the current revision's, in which case
+    /// nothing changes and the outcome says so.
+    ///
+    /// # Errors
+    /// [`Error::BadArchive`] for a bad upload, [`Error::InvalidManifest`] listing every
+    /// manifest problem, [`Error::Io`]/[`Error::Database`] for local failures.
+    pub fn deploy(&self, archive: impl Read) -> Result<DeployOutcome> {
+        let staging = tempfile::Builder::new()
+            .prefix("deploy-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(Error::io("create staging directory", self.root.join("tmp")))?;
+        unpack_tar_gz(archive, staging.path(), self.limits)?;
+        let manifest_path = staging.path().join(Manifest::FILE_NAME);
+        let text = match fs::read_to_string(&manifest_path) {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(gust_api::Error::InvalidManifest {
+                    problems: vec![Problem {
+                        field: String::new(),
+                        message: format!("the archive has no {} at its top level", Manifest::FILE_NAME),
+                    }],
+                }
+                .into());
+            }
+        };
+        let spec = Manifest::parse(&text)?;
+        check_handler_exists(&spec, staging.path())?;
+        let digest = tree_digest(staging.path())?;
+        let code_dir = self.code_dir(&digest);
+        if !code_dir.exists() {
+            fs::rename(staging.path(), &code_dir).map_err(Error::io("store code", &code_dir))?;
+        }
+        let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Corrupt {
+            function: spec.name.to_string(),
+            reason: e.to_string(),
+        })?;
+        let now = now_ms();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(Error::db("begin deploy"))?;
+        let current: Option<(u32, String, String)> = tx
+            .query_row(
+                "SELECT r.number, r.code_digest, r.spec_json FROM functions f
+                 JOIN revisions r ON r.function = f.name AND r.number = f.current_revision
+                 WHERE f.name = ?1",
+                params![spec.name.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(Error::db("read current revision"))?;
+        if let Some((number, d, s)) = &current {
+            if d == digest.as_str() && *s == spec_json {
+                drop(tx);
+                drop(conn);
+                let revision = self.revision(&spec.name, *number)?;
+                return Ok(DeployOutcome { revision, changed: false });
+            }
+        }
+        let last: Option<u32> = tx
+            .query_row("SELECT MAX(number) FROM revisions WHERE function = ?1", params![spec.name.as_str()], |r| r.get(0))
+            .map_err(Error::db("number revision"))?;
+        let number = last.unwrap_or(0) + 1;
+        tx.execute(
+            "INSERT INTO functions (name, current_revision, created_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET current_revision = excluded.current_revision",
+            params![spec.name.as_str(), number, now],
+        )
+        .map_err(Error::db("record function"))?;
+        tx.execute(
+            "INSERT INTO revisions (function, number, code_digest, spec_json, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![spec.name.as_str(), number, digest.as_str(), spec_json, now],
+        )
+        .map_err(Error::db("record revision"))?;
+        tx.commit().map_err(Error::db("commit deploy"))?;
+        let revision = Revision {
+            id: RevisionId::new(spec.name.clone(), number),
+            spec,
+            code_digest: digest,
+            code_dir,
+            created_at: from_ms(now),
+        };
+        Ok(DeployOutcome { revision, changed: true })
+    }
+
+    /// The revision taking traffic for every deployed function, by name.
+    ///
+    /// # Errors
+    /// [`Error::Database`] or [`Error::Corrupt`].
+    pub fn current_revisions(&self) -> Result<Vec<Revision>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT r.function, r.number, r.code_digest, r.spec_json, r.created_at_ms FROM functions f
+                 JOIN revisions r ON r.function = f.name AND r.number = f.current_revision ORDER BY f.name",
+            )
+            .map_err(Error::db("list functions"))?;
+        let rows = stmt.query_map([], row_tuple).map_err(Error::db("list functions"))?;
+        let rows: Vec<_> = rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list functions"))?;
+        rows.into_iter().map(|t| self.to_revision(t)).collect()
+    }
+
+    /// Every revision of `name`, newest first, with the number of the current one.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Database`] or [`Error::Corrupt`].
+    pub fn revisions(&self, name: &FunctionName) -> Result<(Vec<Revision>, u32)> {
+        let conn = self.lock();
+        let current: u32 = conn
+            .query_row("SELECT current_revision FROM functions WHERE name = ?1", params![name.as_str()], |r| r.get(0))
+            .optional()
+            .map_err(Error::db("read function"))?
+            .ok_or_else(|| Error::NotFound { function: name.to_string() })?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT function, number, code_digest, spec_json, created_at_ms FROM revisions
+                 WHERE function = ?1 ORDER BY number DESC",
+            )
+            .map_err(Error::db("list revisions"))?;
+        let rows = stmt.query_map(params![name.as_str()], row_tuple).map_err(Error::db("list revisions"))?;
+        let rows: Vec<_> = rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list revisions"))?;
+        let revs = rows.into_iter().map(|t| self.to_revision(t)).collect::<Result<_>>()?;
+        Ok((revs, current))
+    }
+
+    /// Forgets a function and its revisions. Code stays on disk, shared by digest with
+    /// any other function that has the same files.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such function, [`Error::Database`].
+    pub fn remove(&self, name: &FunctionName) -> Result<()> {
+        let conn = self.lock();
+        let n = conn
+            .execute("DELETE FROM functions WHERE name = ?1", params![name.as_str()])
+            .map_err(Error::db("remove function"))?;
+        if n == 0 {
+            return Err(Error::NotFound { function: name.to_string() });
+        }
+        Ok(())
+    }
+
+    fn revision(&self, name: &FunctionName, number: u32) -> Result<Revision> {
+        let conn = self.lock();
+        let t = conn
+            .query_row(
+                "SELECT function, number, code_digest, spec_json, created_at_ms FROM revisions WHERE function = ?1 AND number = ?2",
+                params![name.as_str(), number],
+                row_tuple,
+            )
+            .map_err(Error::db("read revision"))?;
+        drop(conn);
+        self.to_revision(t)
+    }
+
+    fn to_revision(&self, (function, number, digest, spec_json, created): RowTuple) -> Result<Revision> {
+        let corrupt = |reason: String| Error::Corrupt { function: function.clone(), reason };
+        let spec: FunctionSpec = serde_json::from_str(&spec_json).map_err(|e| corrupt(e.to_string()))?;
+        let digest = Digest::from_stored(digest);
+        Ok(Revision {
+            id: RevisionId::new(spec.name.clone(), number),
+            code_dir: self.code_dir(&digest),
+            spec,
+            code_digest: digest,
+            created_at: from_ms(created),
+        })
+    }
+
+    fn code_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join("code").join(digest.hex())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+type RowTuple = (String, u32, String, String, i64);
+
+fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// Checks that the manifest's handler is in the unpacked code, so a typo fails the
+/// deploy rather than the first call.
+fn check_handler_exists(spec: &FunctionSpec, dir: &Path) -> Result<()> {
+    let problem = |message: String| -> Error {
+        gust_api::Error::InvalidManifest { problems: vec![Problem { field: "handler".into(), message }] }.into()
+    };
+    let h = &spec.handler;
+    match spec.runtime {
+        Runtime::Python => {
+            let module = h.rsplit_once('.').map_or(h.as_str(), |(m, _)| m).replace('.', "/");
+            if !dir.join(format!("{module}.py")).is_file() && !dir.join(&module).join("__init__.py").is_file() {
+                return Err(problem(format!("module `{module}.py` of handler `{h}` is not in the function directory")));
+            }
+        }
+        Runtime::Node => {
+            let p = dir.join(h);
+            let candidates = [p.clone(), p.with_extension("js"), p.join("index.js")];
+            if !candidates.iter().any(|c| c.is_file()) {
+                return Err(problem(format!("`{h}` is not in the function directory")));
+            }
+        }
+        Runtime::Shell => {
+            if !dir.join(h).is_file() {
+                return Err(problem(format!("script `{h}` is not in the function directory")));
+            }
+        }
+        Runtime::Exec => {
+            use std::os::unix::fs::PermissionsExt;
+            match fs::metadata(dir.join(h)) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+                Ok(m) if m.is_file() => {
+                    return Err(problem(format!("`{h}` is not executable: run `chmod +x {h}` and deploy again")));
+                }
+                _ => return Err(problem(format!("executable `{h}` is not in the function directory"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests;
