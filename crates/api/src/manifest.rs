@@ -149,13 +149,8 @@ impl Manifest {
     /// # Errors
     /// [`Error::InvalidManifest`] listing every problem found, each with its field.
     pub fn parse(text: &str) -> Result<FunctionSpec> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::InvalidManifest {
-                problems: vec![Problem {
-                    field: String::new(),
-                    message: format!("not valid TOML: {}", e.message()),
-                }],
-            }
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::InvalidManifest {
+            problems: vec![Problem { field: String::new(), message: format!("not valid TOML: {}", e.message()) }],
         })?;
         let mut f = Fields::new("", table);
         let name = f.string("name", true).and_then(|n| match FunctionName::new(&n) {
@@ -173,10 +168,7 @@ impl Manifest {
             let parsed = Runtime::parse(&r);
             if parsed.is_none() {
                 let all: Vec<_> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
-                f.problem(
-                    "runtime",
-                    format!("unknown runtime `{r}`; expected one of: {}", all.join(", ")),
-                );
+                f.problem("runtime", format!("unknown runtime `{r}`; expected one of: {}", all.join(", ")));
             }
             parsed
         });
@@ -193,9 +185,13 @@ impl Manifest {
         let mut problems = f.finish();
 
         let mut lf = Fields::new("limits.", limits_table);
-        let timeout = lf
-            .duration("timeout", Duration::from_secs(60))
-            .filter(|d| lf.check(*d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600), "timeout", "must be between 100ms and 1h"));
+        let timeout = lf.duration("timeout", Duration::from_secs(60)).filter(|d| {
+            lf.check(
+                *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600),
+                "timeout",
+                "must be between 100ms and 1h",
+            )
+        });
         let memory = lf.bytes("memory");
         if let Some(m) = memory {
             lf.check(m >= 16 << 20, "memory", "must be at least 16Mi");
@@ -215,7 +211,8 @@ impl Manifest {
                 None
             }
             (Some(r), Some(p)) => {
-                problems.push(problem("protocol", format!("`{p}` is for the `exec` runtime only; `{r}` chooses its own")));
+                problems
+                    .push(problem("protocol", format!("`{p}` is for the `exec` runtime only; `{r}` chooses its own")));
                 None
             }
             (Some(Runtime::Shell), None) => Some(Protocol::Stdio),
@@ -223,11 +220,16 @@ impl Manifest {
             (None, _) => None,
         };
         let handler = match (runtime, handler) {
-            (Some(r), Some(h)) => check_handler(r, &h).map_err(|m| problems.push(problem("handler", m))).ok().map(|()| h),
+            (Some(r), Some(h)) => {
+                check_handler(r, &h).map_err(|m| problems.push(problem("handler", m))).ok().map(|()| h)
+            }
             (Some(r), None) => match r.default_handler() {
                 Some(h) => Some(h.to_owned()),
                 None => {
-                    problems.push(problem("handler", format!("is required for the `{r}` runtime: the executable to run, e.g. \"./server\"")));
+                    problems.push(problem(
+                        "handler",
+                        format!("is required for the `{r}` runtime: the executable to run, e.g. \"./server\""),
+                    ));
                     None
                 }
             },
@@ -257,8 +259,36 @@ impl Manifest {
         if !problems.is_empty() {
             return Err(Error::InvalidManifest { problems });
         }
-        match (name, runtime, handler, protocol, env, timeout, max_body, concurrency, min, max, idle_timeout, queue_depth, queue_timeout) {
-            (Some(name), Some(runtime), Some(handler), Some(protocol), Some(env), Some(timeout), Some(max_body), Some(concurrency), Some(min), Some(max), Some(idle_timeout), Some(queue_depth), Some(queue_timeout)) => Ok(FunctionSpec {
+        match (
+            name,
+            runtime,
+            handler,
+            protocol,
+            env,
+            timeout,
+            max_body,
+            concurrency,
+            min,
+            max,
+            idle_timeout,
+            queue_depth,
+            queue_timeout,
+        ) {
+            (
+                Some(name),
+                Some(runtime),
+                Some(handler),
+                Some(protocol),
+                Some(env),
+                Some(timeout),
+                Some(max_body),
+                Some(concurrency),
+                Some(min),
+                Some(max),
+                Some(idle_timeout),
+                Some(queue_depth),
+                Some(queue_timeout),
+            ) => Ok(FunctionSpec {
                 name,
                 runtime,
                 handler,
@@ -269,9 +299,7 @@ impl Manifest {
             }),
             // Every `None` above recorded a problem, so this arm is only reached if a
             // check forgot to: say so rather than panic.
-            _ => Err(Error::InvalidManifest {
-                problems: vec![problem("", "manifest is incomplete".to_owned())],
-            }),
+            _ => Err(Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] }),
         }
     }
 }
@@ -294,10 +322,7 @@ impl FunctionSpec {
                 out.push_str(&format!("{k} = {}\n", toml_str(v)));
             }
         }
-        out.push_str(&format!(
-            "\n[limits]\ntimeout = \"{}\"\n",
-            format_duration(self.limits.timeout)
-        ));
+        out.push_str(&format!("\n[limits]\ntimeout = \"{}\"\n", format_duration(self.limits.timeout)));
         if let Some(m) = self.limits.memory {
             out.push_str(&format!("memory = \"{}\"\n", format_bytes(m)));
         }
@@ -327,9 +352,8 @@ fn problem(field: &str, message: String) -> Problem {
 /// Checks a handler's shape for its runtime; whether the file exists is checked once the
 /// code is unpacked.
 fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), String> {
-    let path_ok = |h: &str| {
-        !h.is_empty() && !h.starts_with('/') && !h.split('/').any(|c| c == "..") && !h.contains('\0')
-    };
+    let path_ok =
+        |h: &str| !h.is_empty() && !h.starts_with('/') && !h.split('/').any(|c| c == "..") && !h.contains('\0');
     match runtime {
         Runtime::Python => {
             let ident = |s: &str| {
@@ -396,9 +420,7 @@ impl Fields {
     fn int(&mut self, key: &str, default: u32, min: u32, max: u32) -> Option<u32> {
         match self.table.remove(key) {
             None => Some(default),
-            Some(toml::Value::Integer(i)) if i >= i64::from(min) && i <= i64::from(max) => {
-                u32::try_from(i).ok()
-            }
+            Some(toml::Value::Integer(i)) if i >= i64::from(min) && i <= i64::from(max) => u32::try_from(i).ok(),
             Some(toml::Value::Integer(_)) => {
                 self.problem(key, format!("must be between {min} and {max}"));
                 None
@@ -420,7 +442,9 @@ impl Fields {
     fn bytes(&mut self, key: &str) -> Option<u64> {
         match self.table.remove(key) {
             None => None,
-            Some(toml::Value::Integer(i)) => u64::try_from(i).map_err(|_| self.problem(key, "must not be negative".to_owned())).ok(),
+            Some(toml::Value::Integer(i)) => {
+                u64::try_from(i).map_err(|_| self.problem(key, "must not be negative".to_owned())).ok()
+            }
             Some(toml::Value::String(s)) => parse_bytes(&s).map_err(|m| self.problem(key, m)).ok(),
             Some(other) => {
                 self.problem(key, format!("must be a size such as \"6Mi\", not {}", other.type_str()));
@@ -462,7 +486,10 @@ impl Fields {
                 && !k.as_bytes()[0].is_ascii_digit()
                 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid_key {
-                self.problems.push(problem(&field, "is not a valid variable name (letters, digits and `_`, not starting with a digit)".to_owned()));
+                self.problems.push(problem(
+                    &field,
+                    "is not a valid variable name (letters, digits and `_`, not starting with a digit)".to_owned(),
+                ));
                 ok = false;
                 continue;
             }
@@ -477,7 +504,10 @@ impl Fields {
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => {
-                    self.problems.push(problem(&field, format!("must be a string, number or boolean, not {}", other.type_str())));
+                    self.problems.push(problem(
+                        &field,
+                        format!("must be a string, number or boolean, not {}", other.type_str()),
+                    ));
                     ok = false;
                     continue;
                 }

@@ -22,23 +22,15 @@ impl FunctionName {
     /// # Errors
     /// [`Error::InvalidName`] saying which part of the rule is broken.
     pub fn new(name: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidName {
-            name: name.to_owned(),
-            reason,
-        };
+        let invalid = |reason| Error::InvalidName { name: name.to_owned(), reason };
         if name.is_empty() {
             return Err(invalid("it is empty"));
         }
         if name.len() > MAX_NAME_LEN {
             return Err(invalid("it is longer than 50 characters"));
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(invalid(
-                "use only lowercase letters, digits and `-` (a DNS label)",
-            ));
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(invalid("use only lowercase letters, digits and `-` (a DNS label)"));
         }
         if !name.as_bytes()[0].is_ascii_lowercase() {
             return Err(invalid("it must start with a lowercase letter"));
@@ -129,11 +121,7 @@ impl CallId {
     /// Keeps a caller's id when it is 1–128 bytes of visible ASCII; otherwise makes one.
     pub fn from_caller(value: Option<&[u8]>) -> Self {
         match value {
-            Some(v)
-                if !v.is_empty()
-                    && v.len() <= Self::MAX_LEN
-                    && v.iter().all(|b| b.is_ascii_graphic()) =>
-            {
+            Some(v) if !v.is_empty() && v.len() <= Self::MAX_LEN && v.iter().all(|b| b.is_ascii_graphic()) => {
                 // All bytes are visible ASCII, so this is valid UTF-8.
                 Self(String::from_utf8_lossy(v).into_owned())
             }

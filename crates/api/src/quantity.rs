@@ -24,9 +24,7 @@ pub fn format_duration(d: Duration) -> String {
 /// A message saying what form is expected.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, suffix) = t.split_at(split);
     let bad = || format!("`{text}` is not a size like \"6Mi\", \"256Mi\" or \"1048576\"");
     let n: u64 = digits.parse().map_err(|_| bad())?;
@@ -46,7 +44,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Writes a byte size with the largest binary suffix that divides it exactly.
 pub fn format_bytes(n: u64) -> String {
     for (unit, suffix) in [(1u64 << 30, "Gi"), (1 << 20, "Mi"), (1 << 10, "Ki")] {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return format!("{}{suffix}", n / unit);
         }
     }

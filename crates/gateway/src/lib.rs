@@ -1,1 +1,26 @@
-//! placeholder
+//! The HTTP front door: the data plane (`/function/{name}/…`) and the control API
+//! (`/api/v1/…`) on one listener.
+//!
+//! The entry point is [`serve`], which accepts connections until shutdown and then
+//! drains them with a deadline. [`Gateway`] holds what handlers share: the store (for
+//! deploys), the runtime [`gust_runtime::Supervisor`] (for calls) and the in-memory
+//! [`Registry`] of serving revisions, so no database query sits on the call path.
+//!
+//! # Layout
+//! - [`router`]: pure request → [`router::Route`] matching, no hyper.
+//! - [`invoke`]: a call to a function: limits, headers, call ids, timings.
+//! - [`control`]: deploy, list, describe, remove, logs, info.
+//! - [`registry`]: function name → serving revision.
+//! - [`error`]: every error → status code and JSON body, in one place.
+
+mod body;
+pub mod control;
+pub mod error;
+pub mod invoke;
+pub mod registry;
+pub mod router;
+mod server;
+
+pub use error::{Error, Result};
+pub use registry::Registry;
+pub use server::{Gateway, GatewayConfig, serve};

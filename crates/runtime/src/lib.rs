@@ -1,1 +1,37 @@
-//! placeholder
+//! Instances: starting, feeding, watching and stopping the processes that run functions.
+//!
+//! The entry type is [`Supervisor`]. The gateway asks it to [`Supervisor::call`] a
+//! revision with a request; the supervisor finds (or starts) an instance with a free slot
+//! through that revision's [`pool`], speaks the revision's protocol to it and streams the
+//! answer back. It also stops idle instances, replaces crashed or stuck ones, and captures
+//! every line they print into per-function logs.
+//!
+//! What it deliberately does not do: routing (which revision a request goes to is the
+//! gateway's), persistence (the store's) and windowed autoscaling decisions (the scaler's).
+//!
+//! # Layout
+//! - [`supervisor`]: [`Supervisor`], the front door; owns pools, logs and the reaper.
+//! - [`pool`]: per-revision instances, slots and the bounded wait queue (the activator).
+//! - [`instance`]: one running copy of a revision and how it is started and stopped.
+//! - [`proxy`] / [`stdio`]: the `http` and `stdio` protocols.
+//! - [`spawn`]: the process launch itself (environment, process group, rlimits).
+//! - [`interpreters`]: finding `python3`, `node` and `bash` once at start-up.
+//! - [`logs`]: captured output lines and recent failed calls, per function.
+//! - [`body`]: the streaming body type shared with the gateway.
+
+pub mod body;
+mod error;
+pub mod instance;
+pub mod interpreters;
+pub mod isolation;
+pub mod logs;
+pub mod pool;
+pub mod proxy;
+pub mod spawn;
+pub mod stdio;
+pub mod supervisor;
+
+pub use body::Body;
+pub use error::{Error, Result};
+pub use interpreters::Interpreters;
+pub use supervisor::{Supervisor, SupervisorConfig};

@@ -66,7 +66,10 @@ impl std::fmt::Display for Digest {
 /// [`Error::Io`] when the local disk fails.
 pub fn unpack_tar_gz(input: impl Read, dest: &Path, limits: ArchiveLimits) -> Result<()> {
     // Cap the decompressed stream itself, so even tar padding or huge headers count.
-    let capped = CappedReader { inner: flate2::read::GzDecoder::new(input), left: limits.max_bytes + (limits.max_entries + 2) * 1024 };
+    let capped = CappedReader {
+        inner: flate2::read::GzDecoder::new(input),
+        left: limits.max_bytes + (limits.max_entries + 2) * 1024,
+    };
     let mut archive = tar::Archive::new(capped);
     let mut written: u64 = 0;
     let mut count: u64 = 0;
@@ -132,7 +135,10 @@ pub fn unpack_tar_gz(input: impl Read, dest: &Path, limits: ArchiveLimits) -> Re
             tar::EntryType::Link => {
                 return Err(Error::bad(format!("`{}` is a hard link; archive the file itself", rel.display())));
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
             other => {
                 return Err(Error::bad(format!(
                     "`{}` is a {other:?} entry; only files, directories and symlinks are allowed",
@@ -223,7 +229,8 @@ fn clean_path(raw: &Path) -> Result<Option<PathBuf>> {
 
 /// Refuses a symlink whose target is absolute or climbs out of the tree.
 fn check_link(rel: &Path, link: &Path) -> Result<()> {
-    let escape = || Error::bad(format!("symlink `{}` points outside the function (`{}`)", rel.display(), link.display()));
+    let escape =
+        || Error::bad(format!("symlink `{}` points outside the function (`{}`)", rel.display(), link.display()));
     if link.is_absolute() {
         return Err(escape());
     }

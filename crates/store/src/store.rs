@@ -66,9 +66,8 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
         )
         .map_err(Error::db("set pragmas"))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(Error::db("read schema version"))?;
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db("read schema version"))?;
         let done = usize::try_from(version).unwrap_or(0);
         for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
             conn.execute_batch(&format!("BEGIN; {step} PRAGMA user_version = {}; COMMIT;", i + 1))
@@ -116,10 +115,8 @@ impl Store {
         if !code_dir.exists() {
             fs::rename(staging.path(), &code_dir).map_err(Error::io("store code", &code_dir))?;
         }
-        let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Corrupt {
-            function: spec.name.to_string(),
-            reason: e.to_string(),
-        })?;
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| Error::Corrupt { function: spec.name.to_string(), reason: e.to_string() })?;
         let now = now_ms();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(Error::db("begin deploy"))?;
@@ -133,16 +130,19 @@ impl Store {
             )
             .optional()
             .map_err(Error::db("read current revision"))?;
-        if let Some((number, d, s)) = &current {
-            if d == digest.as_str() && *s == spec_json {
-                drop(tx);
-                drop(conn);
-                let revision = self.revision(&spec.name, *number)?;
-                return Ok(DeployOutcome { revision, changed: false });
-            }
+        if let Some((number, d, s)) = &current
+            && d == digest.as_str()
+            && *s == spec_json
+        {
+            drop(tx);
+            drop(conn);
+            let revision = self.revision(&spec.name, *number)?;
+            return Ok(DeployOutcome { revision, changed: false });
         }
         let last: Option<u32> = tx
-            .query_row("SELECT MAX(number) FROM revisions WHERE function = ?1", params![spec.name.as_str()], |r| r.get(0))
+            .query_row("SELECT MAX(number) FROM revisions WHERE function = ?1", params![spec.name.as_str()], |r| {
+                r.get(0)
+            })
             .map_err(Error::db("number revision"))?;
         let number = last.unwrap_or(0) + 1;
         tx.execute(

@@ -88,8 +88,18 @@ concurrency = 0
 "#;
     let got = fields(Manifest::parse(text).unwrap_err());
     for want in [
-        "name", "runtime", "colour", "build", "env.GUST_X", "env.1X", "limits.timeout",
-        "limits.max_body", "limits.extra", "scale.min", "scale.idle_timeout", "scale.concurrency",
+        "name",
+        "runtime",
+        "colour",
+        "build",
+        "env.GUST_X",
+        "env.1X",
+        "limits.timeout",
+        "limits.max_body",
+        "limits.extra",
+        "scale.min",
+        "scale.idle_timeout",
+        "scale.concurrency",
     ] {
         assert!(got.contains(&want.to_owned()), "missing {want} in {got:?}");
     }

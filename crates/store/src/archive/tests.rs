@@ -98,10 +98,8 @@ fn refuses_hard_links_devices_and_duplicates() {
     assert!(reason(r).contains("hard link"));
     let (_d, r) = unpack(&raw_archive(&[("dev", tar::EntryType::Char, b"", None)]));
     assert!(reason(r).contains("only files"));
-    let (_d, r) = unpack(&raw_archive(&[
-        ("a", tar::EntryType::Regular, b"1", None),
-        ("a", tar::EntryType::Regular, b"2", None),
-    ]));
+    let (_d, r) =
+        unpack(&raw_archive(&[("a", tar::EntryType::Regular, b"1", None), ("a", tar::EntryType::Regular, b"2", None)]));
     assert!(reason(r).contains("twice"));
 }
 
@@ -121,7 +119,8 @@ fn stops_at_the_entry_cap() {
     let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
     let entries: Vec<_> = names.iter().map(|n| (n.as_str(), tar::EntryType::Regular, &b""[..], None)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let r = unpack_tar_gz(&raw_archive(&entries)[..], dir.path(), ArchiveLimits { max_bytes: 1 << 20, max_entries: 10 });
+    let r =
+        unpack_tar_gz(&raw_archive(&entries)[..], dir.path(), ArchiveLimits { max_bytes: 1 << 20, max_entries: 10 });
     assert!(matches!(r, Err(Error::BadArchive { too_large: true, .. })), "{r:?}");
 }
 

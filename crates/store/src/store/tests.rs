@@ -37,7 +37,10 @@ fn deploy_numbers_revisions_and_dedupes() {
     assert!(second.revision.code_dir.join("handler.py").is_file());
 
     // Config alone changes a revision too.
-    let c = targz(&[("gust.toml", &format!("{MANIFEST}[env]\nX = \"1\"\n"), 0o644), ("handler.py", "def handle(e, c): return 1", 0o644)]);
+    let c = targz(&[
+        ("gust.toml", &format!("{MANIFEST}[env]\nX = \"1\"\n"), 0o644),
+        ("handler.py", "def handle(e, c): return 1", 0o644),
+    ]);
     let third = store.deploy(&c[..]).unwrap();
     assert_eq!(third.revision.id.to_string(), "hello-00003");
 }

@@ -1,0 +1,217 @@
+//! The control API under `/api/v1`: deploy, list, describe, remove, logs, info.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use gust_api::FunctionName;
+use gust_api::wire::{DeployResponse, FunctionDetail, FunctionSummary, LogLine, RevisionInfo};
+use gust_runtime::Body;
+use gust_runtime::body::{LimitedBody, boxed, full};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use crate::body::ChannelBody;
+use crate::{Error, Gateway, Result};
+
+/// Log lines returned by default when the caller does not say how many.
+const DEFAULT_TAIL: usize = 100;
+
+/// `GET /healthz`: 200 once the server serves at all.
+pub fn health() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /api/v1/info`.
+pub fn info(gw: &Gateway) -> Result<Response<Body>> {
+    Ok(json(StatusCode::OK, &gw.info))
+}
+
+/// `GET /api/v1/functions`.
+pub fn list(gw: &Gateway) -> Result<Response<Body>> {
+    let rows: Vec<FunctionSummary> = gw
+        .registry
+        .all()
+        .into_iter()
+        .map(|r| FunctionSummary {
+            name: r.spec.name.to_string(),
+            runtime: r.spec.runtime.to_string(),
+            revision: r.id.to_string(),
+            instances: gw.supervisor.instances(r.spec.name.as_str()).len(),
+            url: gw.function_url(r.spec.name.as_str()),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &rows))
+}
+
+/// `POST /api/v1/functions`: the body is a `.tar.gz` of the function directory.
+pub async fn deploy(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>> {
+    let limit = gw.config.max_upload;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody::new(req.into_body(), limit, exceeded.clone());
+    let bytes: Bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) if exceeded.load(std::sync::atomic::Ordering::Acquire) => return Err(Error::UploadTooLarge { limit }),
+        Err(e) => return Err(Error::BadRequest { message: format!("could not read the upload: {e}") }),
+    };
+    let store = gw.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || store.deploy(&bytes[..]))
+        .await
+        .map_err(|e| Error::Internal(format!("deploy task failed: {e}")))??;
+    let revision = Arc::new(outcome.revision);
+    if outcome.changed {
+        gw.registry.set(revision.clone());
+        gw.supervisor.activate(&revision);
+        tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
+    } else if gw.registry.get(revision.spec.name.as_str()).is_none() {
+        gw.registry.set(revision.clone());
+        gw.supervisor.activate(&revision);
+    }
+    let body = DeployResponse {
+        function: revision.spec.name.to_string(),
+        revision: revision.id.to_string(),
+        changed: outcome.changed,
+        url: gw.function_url(revision.spec.name.as_str()),
+        code_digest: revision.code_digest.to_string(),
+    };
+    Ok(json(if outcome.changed { StatusCode::CREATED } else { StatusCode::OK }, &body))
+}
+
+/// `GET /api/v1/functions/{name}`.
+pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
+    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let store = gw.store.clone();
+    let (revisions, current) = tokio::task::spawn_blocking(move || store.revisions(&fname))
+        .await
+        .map_err(|e| Error::Internal(format!("describe task failed: {e}")))??;
+    let serving = revisions
+        .iter()
+        .find(|r| r.id.number() == current)
+        .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision {current}")))?;
+    let detail = FunctionDetail {
+        name: name.to_owned(),
+        url: gw.function_url(name),
+        spec: serving.spec.clone(),
+        manifest: serving.spec.to_toml(),
+        revisions: revisions
+            .iter()
+            .map(|r| RevisionInfo {
+                id: r.id.to_string(),
+                code_digest: r.code_digest.to_string(),
+                created_at: humantime::format_rfc3339_seconds(r.created_at).to_string(),
+                traffic_percent: if r.id.number() == current { 100 } else { 0 },
+            })
+            .collect(),
+        instances: gw.supervisor.instances(name),
+        recent_errors: gw.supervisor.logs().recent_errors(name),
+    };
+    Ok(json(StatusCode::OK, &detail))
+}
+
+/// `DELETE /api/v1/functions/{name}`: stops its instances and forgets it.
+pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
+    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let store = gw.store.clone();
+    tokio::task::spawn_blocking(move || store.remove(&fname))
+        .await
+        .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
+    gw.registry.remove(name);
+    gw.supervisor.remove_function(name);
+    tracing::info!(function = name, "removed");
+    Ok(json(StatusCode::OK, &serde_json::json!({ "removed": name })))
+}
+
+/// `GET /api/v1/functions/{name}/logs?tail=N&follow=true`: newline-delimited JSON
+/// [`LogLine`]s; with `follow`, the stream stays open and carries new lines as they come.
+pub async fn logs(gw: &Gateway, name: &str, query: Option<&str>) -> Result<Response<Body>> {
+    if gw.registry.get(name).is_none() {
+        return Err(Error::FunctionNotFound { function: name.to_owned() });
+    }
+    let mut tail = DEFAULT_TAIL;
+    let mut follow = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "tail" => {
+                tail =
+                    v.parse().map_err(|_| Error::BadRequest { message: format!("tail must be a number, not `{v}`") })?
+            }
+            "follow" => follow = matches!(v, "" | "1" | "true"),
+            other => {
+                return Err(Error::BadRequest { message: format!("unknown parameter `{other}`; use tail and follow") });
+            }
+        }
+    }
+    // Subscribe before reading the file so no line falls between the two.
+    let live = follow.then(|| gw.supervisor.logs().follow(name));
+    let logs = gw.supervisor.logs().clone();
+    let owned = name.to_owned();
+    let past = tokio::task::spawn_blocking(move || logs.tail(&owned, tail))
+        .await
+        .map_err(|e| Error::Internal(format!("log read failed: {e}")))?;
+    let mut text = String::new();
+    for line in &past {
+        push_line(&mut text, line);
+    }
+    let Some(mut live) = live else {
+        return Ok(ndjson(full(text)));
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut shutdown = gw.shutdown.clone();
+    let last_ts = past.last().map(|l| l.ts.clone());
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(text)).await.is_err() {
+            return;
+        }
+        loop {
+            let line = tokio::select! {
+                l = live.recv() => l,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+                _ = tx.closed() => return,
+            };
+            match line {
+                Ok(line) => {
+                    if last_ts.as_ref().is_some_and(|t| line.ts < *t) {
+                        continue;
+                    }
+                    let mut out = String::new();
+                    push_line(&mut out, &line);
+                    if tx.send(Bytes::from(out)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let note = format!("{{\"gust\":\"skipped {n} lines: the reader fell behind\"}}\n");
+                    if tx.send(Bytes::from(note)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(ndjson(boxed(ChannelBody { rx })))
+}
+
+fn push_line(out: &mut String, line: &LogLine) {
+    if let Ok(s) = serde_json::to_string(line) {
+        out.push_str(&s);
+        out.push('\n');
+    }
+}
+
+fn ndjson(body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    resp
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

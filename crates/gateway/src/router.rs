@@ -1,0 +1,110 @@
+//! Matching a method and path to what handles it. Pure: no I/O, no hyper, tested by table.
+
+use http::Method;
+
+/// What a request is for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /healthz`.
+    Health,
+    /// Any method on `/function/{name}` or `/function/{name}/{path…}`.
+    Invoke {
+        /// The function's name (not yet validated).
+        function: &'a str,
+        /// The path the function sees, always starting with `/`.
+        path: &'a str,
+    },
+    /// A control API call.
+    Api(Api<'a>),
+    /// Nothing here.
+    NotFound,
+    /// The path exists but not for this method.
+    MethodNotAllowed {
+        /// The `Allow` header value.
+        allow: &'static str,
+    },
+}
+
+/// Control API operations under `/api/v1`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Api<'a> {
+    /// `GET /api/v1/info`.
+    Info,
+    /// `GET /api/v1/functions`.
+    List,
+    /// `POST /api/v1/functions` with a `.tar.gz` body.
+    Deploy,
+    /// `GET /api/v1/functions/{name}`.
+    Describe(&'a str),
+    /// `DELETE /api/v1/functions/{name}`.
+    Remove(&'a str),
+    /// `GET /api/v1/functions/{name}/logs`.
+    Logs(&'a str),
+}
+
+/// Routes `method` + `path` (without the query).
+pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    if let Some(rest) = path.strip_prefix("/function/") {
+        let (function, sub) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if function.is_empty() {
+            return Route::NotFound;
+        }
+        return Route::Invoke { function, path: sub };
+    }
+    let get = |r: Route<'a>| if method == Method::GET { r } else { Route::MethodNotAllowed { allow: "GET" } };
+    match path {
+        "/healthz" => get(Route::Health),
+        "/api/v1/info" => get(Route::Api(Api::Info)),
+        "/api/v1/functions" | "/api/v1/functions/" => match *method {
+            Method::GET => Route::Api(Api::List),
+            Method::POST => Route::Api(Api::Deploy),
+            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+        },
+        _ => {
+            let Some(rest) = path.strip_prefix("/api/v1/functions/") else { return Route::NotFound };
+            let rest = rest.trim_end_matches('/');
+            match rest.split_once('/') {
+                None if !rest.is_empty() => match *method {
+                    Method::GET => Route::Api(Api::Describe(rest)),
+                    Method::DELETE => Route::Api(Api::Remove(rest)),
+                    _ => Route::MethodNotAllowed { allow: "GET, DELETE" },
+                },
+                Some((name, "logs")) if !name.is_empty() => get(Route::Api(Api::Logs(name))),
+                _ => Route::NotFound,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let cases: &[(Method, &str, Route<'_>)] = &[
+            (Method::GET, "/healthz", Route::Health),
+            (Method::POST, "/healthz", Route::MethodNotAllowed { allow: "GET" }),
+            (Method::POST, "/function/hello", Route::Invoke { function: "hello", path: "/" }),
+            (Method::PATCH, "/function/hello/", Route::Invoke { function: "hello", path: "/" }),
+            (Method::GET, "/function/hello/a/b", Route::Invoke { function: "hello", path: "/a/b" }),
+            (Method::GET, "/function/", Route::NotFound),
+            (Method::GET, "/api/v1/info", Route::Api(Api::Info)),
+            (Method::GET, "/api/v1/functions", Route::Api(Api::List)),
+            (Method::POST, "/api/v1/functions", Route::Api(Api::Deploy)),
+            (Method::PUT, "/api/v1/functions", Route::MethodNotAllowed { allow: "GET, POST" }),
+            (Method::GET, "/api/v1/functions/hello", Route::Api(Api::Describe("hello"))),
+            (Method::DELETE, "/api/v1/functions/hello", Route::Api(Api::Remove("hello"))),
+            (Method::GET, "/api/v1/functions/hello/logs", Route::Api(Api::Logs("hello"))),
+            (Method::GET, "/api/v1/functions/hello/nope", Route::NotFound),
+            (Method::GET, "/", Route::NotFound),
+            (Method::GET, "/functionx/a", Route::NotFound),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(&route(method, path), want, "{method} {path}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The command line: one module per subcommand, each with `run(self, …) -> anyhow::Result<()>`.
+
+mod deploy;
+mod describe;
+mod invoke;
+mod logs;
+mod ls;
+mod new;
+mod rm;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Function-as-a-Service in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "gust", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The gust server to talk to.
+    #[arg(long, global = true, env = "GUST_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Log filter for the server (e.g. `info`, `gust=debug`).
+    #[arg(long, global = true, env = "GUST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform: gateway, instances and store, on this machine.
+    Up(up::Up),
+    /// Write a new function directory with a working hello function.
+    New(new::New),
+    /// Pack a function directory, upload it and print its URL.
+    Deploy(deploy::Deploy),
+    /// Call a function and print its answer.
+    Invoke(invoke::Invoke),
+    /// List deployed functions.
+    Ls(ls::Ls),
+    /// Show a function's manifest, revisions, instances and recent errors.
+    Describe(describe::Describe),
+    /// Print a function's log lines.
+    Logs(logs::Logs),
+    /// Remove a function and stop its instances.
+    Rm(rm::Rm),
+}
+
+/// A configuration or usage problem (exit code 64, as `EX_USAGE`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl Cli {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let client = || crate::client::Client::new(&self.url);
+        match self.command {
+            Command::Up(c) => c.run().await,
+            Command::New(c) => c.run(),
+            Command::Deploy(c) => c.run(&client()?).await,
+            Command::Invoke(c) => c.run(&client()?).await,
+            Command::Ls(c) => c.run(&client()?).await,
+            Command::Describe(c) => c.run(&client()?).await,
+            Command::Logs(c) => c.run(&client()?).await,
+            Command::Rm(c) => c.run(&client()?).await,
+        }
+    }
+}
+
+/// Logs go to stderr; only `gust up` logs much.
+pub(crate) fn init_logging(cli: &Cli) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// 64 for usage and configuration errors, 1 for everything else.
+pub(crate) fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(64) } else { ExitCode::FAILURE }
+}

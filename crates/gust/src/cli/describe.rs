@@ -1,0 +1,72 @@
+//! `gust describe NAME`.
+
+use bytes::Bytes;
+use clap::Args;
+use gust_api::wire::FunctionDetail;
+use http::{HeaderMap, Method};
+
+use super::ls::print_table;
+use crate::client::Client;
+
+#[derive(Debug, Args)]
+pub(crate) struct Describe {
+    /// The function.
+    name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Describe {
+    pub(crate) async fn run(self, client: &Client) -> anyhow::Result<()> {
+        let (_, d): (_, FunctionDetail) = client
+            .json(Method::GET, &format!("/api/v1/functions/{}", self.name), HeaderMap::new(), Bytes::new())
+            .await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            return Ok(());
+        }
+        println!("Name:     {}", d.name);
+        println!("URL:      {}", d.url);
+        println!("Runtime:  {}", d.spec.runtime);
+        println!("\nRevisions:");
+        let revs: Vec<[String; 4]> = d
+            .revisions
+            .iter()
+            .map(|r| [r.id.clone(), format!("{}%", r.traffic_percent), r.created_at.clone(), r.code_digest.clone()])
+            .collect();
+        print_table(&["REVISION", "TRAFFIC", "CREATED", "CODE"], &revs);
+        println!("\nInstances:");
+        if d.instances.is_empty() {
+            println!("(none: scaled to zero)");
+        } else {
+            let rows: Vec<[String; 6]> = d
+                .instances
+                .iter()
+                .map(|i| {
+                    [
+                        i.id.clone(),
+                        i.pid.map_or("-".into(), |p| p.to_string()),
+                        i.in_flight.to_string(),
+                        i.served.to_string(),
+                        format!("{:.1}s", i.age_seconds),
+                        format!("{:.1}s", i.idle_seconds),
+                    ]
+                })
+                .collect();
+            print_table(&["INSTANCE", "PID", "IN FLIGHT", "SERVED", "AGE", "IDLE"], &rows);
+        }
+        println!("\nManifest (defaults filled in):");
+        for line in d.manifest.lines() {
+            println!("  {line}");
+        }
+        println!("\nRecent errors:");
+        if d.recent_errors.is_empty() {
+            println!("(none)");
+        }
+        for e in &d.recent_errors {
+            println!("  {}  {}  call {}  {}", e.at, e.status, e.call_id, e.message);
+        }
+        Ok(())
+    }
+}

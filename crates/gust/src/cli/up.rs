@@ -1,0 +1,115 @@
+//! `gust up`: run the platform.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use gust_api::quantity::{parse_bytes, parse_duration};
+use gust_server::{Config, Server};
+
+use super::UsageError;
+
+#[derive(Debug, Args)]
+pub(crate) struct Up {
+    /// Address to serve on.
+    #[arg(long, env = "GUST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory: SQLite database, code, logs, instance scratch. Default
+    /// `~/.local/share/gust`.
+    #[arg(long, env = "GUST_DATA")]
+    data: Option<PathBuf>,
+    /// How long shutdown waits for calls in flight, e.g. "30s".
+    #[arg(long, env = "GUST_DRAIN_TIMEOUT", default_value = "30s")]
+    drain_timeout: String,
+    /// Largest deploy upload, e.g. "100Mi".
+    #[arg(long, env = "GUST_MAX_UPLOAD", default_value = "100Mi")]
+    max_upload: String,
+    /// Python interpreter for `python` functions (a path or a name on PATH).
+    #[arg(long, env = "GUST_PYTHON")]
+    python: Option<String>,
+    /// Node.js executable for `node` functions (a path or a name on PATH).
+    #[arg(long, env = "GUST_NODE")]
+    node: Option<String>,
+    /// Write the bound address here once ready (useful with port 0).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+impl Up {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let config = self.config()?;
+        let running = Server::start(config.clone()).await?;
+        let info = running.info();
+        println!("gust {} listening on {}", info.version, info.listen);
+        println!("  data:      {}", info.data_dir);
+        println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
+        if !info.isolation.host_allows.is_empty() {
+            println!("  host also allows: {}", info.isolation.host_allows.join(", "));
+        }
+        for i in &info.interpreters {
+            match &i.path {
+                Some(p) => println!("  {:<7}    {p} {}", i.runtime, i.detail),
+                None => println!("  {:<7}    unavailable: {}", i.runtime, i.detail),
+            }
+        }
+        println!("  functions: {}", running.functions());
+        running.run(stop_signal()).await?;
+        Ok(())
+    }
+
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut problems = Vec::new();
+        let drain = parse_duration(&self.drain_timeout)
+            .map_err(|e| problems.push(format!("--drain-timeout: {e}")))
+            .unwrap_or(Duration::from_secs(30));
+        let max_upload =
+            parse_bytes(&self.max_upload).map_err(|e| problems.push(format!("--max-upload: {e}"))).unwrap_or(100 << 20);
+        let data = match &self.data {
+            Some(d) => d.clone(),
+            None => match std::env::var_os("HOME") {
+                Some(home) => PathBuf::from(home).join(".local/share/gust"),
+                None => {
+                    problems.push("HOME is not set: pass --data or GUST_DATA".to_owned());
+                    PathBuf::new()
+                }
+            },
+        };
+        if !problems.is_empty() {
+            return Err(UsageError(problems.join("\n")).into());
+        }
+        std::fs::create_dir_all(&data).with_context(|| format!("creating data directory {}", data.display()))?;
+        let data = std::fs::canonicalize(&data).unwrap_or(data);
+        Ok(Config {
+            listen: self.listen,
+            data_dir: data,
+            drain_timeout: drain,
+            ready_file: self.ready_file.clone(),
+            interpreters: gust_runtime_settings(self.python.clone(), self.node.clone()),
+            gateway: gust_gateway_config(max_upload),
+        })
+    }
+}
+
+fn gust_runtime_settings(python: Option<String>, node: Option<String>) -> gust_server::config::InterpreterSettings {
+    gust_server::config::InterpreterSettings { python, node, path_var: std::env::var("PATH").ok() }
+}
+
+fn gust_gateway_config(max_upload: u64) -> gust_server::config::GatewayConfig {
+    gust_server::config::GatewayConfig { max_upload, ..Default::default() }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // Without signal handlers the process still dies on a signal, just without a drain.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}

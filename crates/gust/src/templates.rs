@@ -1,0 +1,71 @@
+//! The files `gust new` writes, one working hello function per runtime.
+
+use gust_api::Runtime;
+
+/// `(path, contents, executable)` for each file of a new function.
+pub(crate) fn files(name: &str, runtime: Runtime) -> Vec<(&'static str, String, bool)> {
+    let manifest = |extra: &str| {
+        format!(
+            "name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n[env]\nTARGET = \"world\"\n\n[limits]\ntimeout = \"60s\"\nmax_body = \"6Mi\"\n\n[scale]\nmin = 0\nmax = 10\nidle_timeout = \"30s\"\n"
+        )
+    };
+    match runtime {
+        Runtime::Python => vec![
+            ("gust.toml", manifest("handler = \"handler.handle\"\n"), false),
+            ("handler.py", PYTHON.to_owned(), false),
+        ],
+        Runtime::Node => {
+            vec![("gust.toml", manifest("handler = \"handler.js\"\n"), false), ("handler.js", NODE.to_owned(), false)]
+        }
+        Runtime::Shell => {
+            vec![("gust.toml", manifest("handler = \"handler.sh\"\n"), false), ("handler.sh", SHELL.to_owned(), true)]
+        }
+        Runtime::Exec => vec![
+            ("gust.toml", manifest("handler = \"handler\"\nprotocol = \"stdio\"\n"), false),
+            ("handler", EXEC.to_owned(), true),
+        ],
+    }
+}
+
+const PYTHON: &str = r#"import os
+
+
+def handle(event, context):
+    """Called for every request.
+
+    event:   .method, .path, .query (dict), .headers (lowercase keys), .body (JSON
+             arrives parsed, text as str), .raw_body (bytes)
+    context: .call_id, .function, .revision
+    Return a str, bytes, a dict or list (sent as JSON), a generator (streamed), or
+    {"statusCode": 201, "headers": {...}, "body": ...}.
+    """
+    target = os.environ.get("TARGET", "world")
+    name = event.query.get("name", target)
+    return f"Hello, {name}!\n"
+"#;
+
+const NODE: &str = r#"// Called for every request. `event` has method, path, query, headers and body (JSON
+// arrives parsed); `context` has callId, function and revision. Return a string, a
+// Buffer, an object (sent as JSON), an async iterable (streamed), or
+// { statusCode, headers, body }. A one-argument function gets just the body:
+//   module.exports = (x) => x ** 2;
+module.exports = async (event, context) => {
+  const name = event.query.name || process.env.TARGET || 'world';
+  return `Hello, ${name}!\n`;
+};
+"#;
+
+const SHELL: &str = r#"#!/bin/sh
+# One process per request. The body arrives on stdin (and as $1); whatever is written
+# to stdout is the response; a non-zero exit is a 500 and stderr goes to `gust logs`.
+# Request metadata: $Http_Method, $Http_Path, $Http_Query and $Http_<Header>.
+body=$(cat)
+echo "Hello, ${TARGET:-world}! You sent: ${body}"
+"#;
+
+const EXEC: &str = r#"#!/bin/sh
+# Any executable works: this one speaks the stdio protocol (body on stdin, response on
+# stdout). Replace it with your own binary and keep `handler` in gust.toml pointing at it,
+# or set protocol = "http" and serve HTTP on $PORT.
+echo "Hello from $Http_Method $Http_Path, ${TARGET:-world}!"
+"#;

@@ -1,0 +1,449 @@
+//! One running copy of a revision.
+//!
+//! An `http` instance is a long-lived process serving HTTP/1.1 on a Unix socket (or a TCP
+//! port for executables that want `PORT`). A `stdio` instance has no process of its own:
+//! it is a private scratch directory plus a concurrency slot, and every call runs one
+//! process inside it (the classic watchdog contract), so both kinds keep their scratch
+//! files across warm calls and lose them when they go idle.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use gust_api::wire::LogLine;
+use gust_api::{CallId, Protocol, Runtime};
+use gust_store::Revision;
+use hyper::client::conn::http1::SendRequest;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::interpreters::Interpreters;
+use crate::logs::{Logs, MAX_LINE, now_rfc3339};
+use crate::spawn::{self, Launch, SIGKILL, SIGTERM};
+use crate::{Error, Result};
+
+/// Lines of an instance's latest output kept to explain a crash.
+const LAST_OUTPUT: usize = 12;
+/// How long a stopped instance gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What instances of every revision share: where they live and what they run with.
+#[derive(Debug)]
+pub struct Context {
+    /// Instance directories (scratch and socket) go here.
+    pub run_dir: PathBuf,
+    /// The built-in invokers' sources, written out at start-up.
+    pub invokers_dir: PathBuf,
+    /// Python's bytecode cache, kept out of the (shared, digest-named) code directories.
+    pub pycache_dir: PathBuf,
+    /// Interpreters found at start-up.
+    pub interpreters: Interpreters,
+    /// Captured output.
+    pub logs: Arc<Logs>,
+}
+
+/// Where the gateway reaches an `http` instance.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A loopback TCP port.
+    Tcp(SocketAddr),
+}
+
+/// One running copy of a revision.
+#[derive(Debug)]
+pub struct Instance {
+    /// Unique id, `<revision>-<6 hex>`, as it appears in logs.
+    pub id: String,
+    /// What it runs.
+    pub revision: Arc<Revision>,
+    /// Its private directory (scratch and socket); removed when it stops.
+    pub dir: PathBuf,
+    /// Its scratch directory, given as `TMPDIR`, `HOME` and `GUST_SCRATCH`.
+    pub scratch: PathBuf,
+    /// When it was started.
+    pub started: Instant,
+    /// The long-lived process of an `http` instance; `None` for `stdio`.
+    pub process: Option<Process>,
+    /// Where an `http` instance serves; set once it is known to be ready.
+    target: OnceLock<Target>,
+    state: Mutex<State>,
+    /// Flips to `true` once the process has exited and its output is drained.
+    dead: watch::Receiver<bool>,
+}
+
+/// The process behind an `http` instance.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Its pid, which is also its process group id.
+    pub pid: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Keep-alive connections not in use. At most `scale.concurrency` exist, because a
+    /// connection is only taken by a call holding a slot.
+    idle: Vec<SendRequest<Body>>,
+    /// Calls in flight, to tag output lines when exactly one is running.
+    calls: Vec<CallId>,
+    /// The latest output lines, for crash messages.
+    last_output: VecDeque<String>,
+    /// How the process ended, once it has.
+    exit: Option<String>,
+}
+
+impl Instance {
+    /// Starts an instance of `revision`. `on_exit` runs once when its process ends (never
+    /// for `stdio` instances, which have none).
+    ///
+    /// # Errors
+    /// [`Error::RuntimeUnavailable`] when the interpreter is missing, [`Error::StartFailed`]
+    /// when the process cannot start or dies before it is ready, [`Error::Io`].
+    pub async fn start(
+        ctx: &Arc<Context>,
+        revision: &Arc<Revision>,
+        deadline: tokio::time::Instant,
+        on_exit: Box<dyn FnOnce(Arc<Instance>) + Send>,
+    ) -> Result<Arc<Instance>> {
+        let spec = &revision.spec;
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let id = format!("{}-{}", revision.id, &suffix[suffix.len() - 6..]);
+        let dir = ctx.run_dir.join(&id);
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch))?;
+        let (dead_tx, dead_rx) = watch::channel(false);
+        if spec.protocol == Protocol::Stdio {
+            return Ok(Arc::new(Instance {
+                id,
+                revision: revision.clone(),
+                dir,
+                scratch,
+                started: Instant::now(),
+                process: None,
+                target: OnceLock::new(),
+                state: Mutex::new(State::default()),
+                dead: dead_rx,
+            }));
+        }
+        let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
+        let socket = dir.join("sock");
+        let mut env = spawn::base_env(&scratch, &interpreter_dirs(&ctx.interpreters));
+        env.extend(gust_env(revision, &id, &ctx.pycache_dir));
+        env.push(("GUST_SOCKET".into(), socket.clone().into()));
+        let (program, args, listen_fd, target): (PathBuf, Vec<OsString>, Option<OwnedFd>, Target) = match spec.runtime {
+            Runtime::Python | Runtime::Node => {
+                let (program, invoker) = match spec.runtime {
+                    Runtime::Python => (ctx.interpreters.python.path.clone(), ctx.invokers_dir.join("python.py")),
+                    _ => (ctx.interpreters.node.path.clone(), ctx.invokers_dir.join("node.js")),
+                };
+                let program = program.ok_or_else(|| Error::RuntimeUnavailable {
+                    runtime: spec.runtime.to_string(),
+                    detail: match spec.runtime {
+                        Runtime::Python => ctx.interpreters.python.detail.clone(),
+                        _ => ctx.interpreters.node.detail.clone(),
+                    },
+                })?;
+                let listener = std::os::unix::net::UnixListener::bind(&socket)
+                    .map_err(Error::io("bind instance socket", &socket))?;
+                let mut args: Vec<OsString> = Vec::new();
+                if spec.runtime == Runtime::Python {
+                    // -I: ignore PYTHON* variables and user site; -S: skip site's .pth
+                    // hooks (the invoker adds site-packages itself); -u: unbuffered output.
+                    args.extend(["-I", "-S", "-u"].map(OsString::from));
+                }
+                args.push(invoker.into());
+                (program, args, Some(OwnedFd::from(listener)), Target::Unix(socket.clone()))
+            }
+            Runtime::Exec => {
+                let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
+                env.push(("PORT".into(), port.to_string().into()));
+                (
+                    revision.code_dir.join(&spec.handler),
+                    Vec::new(),
+                    None,
+                    Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+                )
+            }
+            Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
+        };
+        let mut child = spawn::spawn(Launch {
+            program: program.clone(),
+            args,
+            env,
+            cwd: revision.code_dir.clone(),
+            listen_fd,
+            stdin: false,
+        })
+        .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
+        let pid = child.id().unwrap_or(0);
+        let instance = Arc::new(Instance {
+            id,
+            revision: revision.clone(),
+            dir,
+            scratch,
+            started: Instant::now(),
+            process: Some(Process { pid }),
+            target: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            dead: dead_rx,
+        });
+        let readers = [
+            child.stdout.take().map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
+            child.stderr.take().map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s))),
+        ];
+        let watched = instance.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Let the readers drain what the process wrote last (a traceback, usually),
+            // but do not wait on grandchildren that keep the pipes open.
+            for r in readers.into_iter().flatten() {
+                let _ = tokio::time::timeout(Duration::from_millis(250), r).await;
+            }
+            let how = match status {
+                Ok(s) => describe_exit(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            watched.lock().exit = Some(how);
+            let _ = dead_tx.send(true);
+            // Whatever else is left in its group goes too.
+            spawn::signal_group(pid, SIGKILL);
+            let _ = std::fs::remove_dir_all(&watched.dir);
+            on_exit(watched);
+        });
+        let target = match target {
+            Target::Tcp(addr) => instance.wait_ready(addr, &socket, deadline).await?,
+            unix => unix,
+        };
+        let _ = instance.target.set(target);
+        Ok(instance)
+    }
+
+    /// Polls an executable's `PORT` (or `GUST_SOCKET`) until it accepts, it dies or the
+    /// deadline passes. Built-in invokers need none of this: their socket is bound before
+    /// they start, so the first request simply waits in the backlog.
+    async fn wait_ready(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        socket: &Path,
+        deadline: tokio::time::Instant,
+    ) -> Result<Target> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Target::Tcp(addr));
+            }
+            if socket.exists() && tokio::net::UnixStream::connect(socket).await.is_ok() {
+                return Ok(Target::Unix(socket.to_path_buf()));
+            }
+            if self.is_dead() {
+                return Err(Error::StartFailed {
+                    function: self.function().to_owned(),
+                    detail: self.death_detail("exited before it was ready"),
+                });
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                self.kill();
+                return Err(Error::StartFailed {
+                    function: self.function().to_owned(),
+                    detail: format!("it did not listen on PORT {} or GUST_SOCKET in time", addr.port()),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Where an `http` instance serves (`None` for `stdio`).
+    pub fn target(&self) -> Option<&Target> {
+        self.target.get()
+    }
+
+    /// The function's name.
+    pub fn function(&self) -> &str {
+        self.revision.spec.name.as_str()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain data only; a panic elsewhere cannot leave it half-updated in a harmful way.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the process has exited (always `false` for `stdio` instances).
+    pub fn is_dead(&self) -> bool {
+        *self.dead.borrow()
+    }
+
+    /// Waits up to `limit` for the process to be reported dead; true if it is.
+    pub async fn wait_dead(&self, limit: Duration) -> bool {
+        let mut rx = self.dead.clone();
+        tokio::time::timeout(limit, rx.wait_for(|d| *d)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// "`how it ended`; last output: …" for error messages.
+    pub fn death_detail(&self, fallback: &str) -> String {
+        let st = self.lock();
+        let how = st.exit.clone().unwrap_or_else(|| fallback.to_owned());
+        if st.last_output.is_empty() {
+            format!("instance {} {how}", self.id)
+        } else {
+            let out: Vec<&str> = st.last_output.iter().map(String::as_str).collect();
+            format!("instance {} {how}; last output: {}", self.id, out.join(" | "))
+        }
+    }
+
+    /// Takes an idle keep-alive connection, if one is still open.
+    pub fn take_connection(&self) -> Option<SendRequest<Body>> {
+        let mut st = self.lock();
+        while let Some(c) = st.idle.pop() {
+            if !c.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange.
+    pub fn put_connection(&self, conn: SendRequest<Body>) {
+        if !conn.is_closed() && !self.is_dead() {
+            self.lock().idle.push(conn);
+        }
+    }
+
+    /// Marks `call` as in flight on this instance (for tagging output).
+    pub fn begin_call(&self, call: &CallId) {
+        self.lock().calls.push(call.clone());
+    }
+
+    /// Marks `call` as done.
+    pub fn end_call(&self, call: &CallId) {
+        let mut st = self.lock();
+        if let Some(i) = st.calls.iter().position(|c| c == call) {
+            st.calls.swap_remove(i);
+        }
+    }
+
+    fn current_call(&self) -> Option<String> {
+        let st = self.lock();
+        (st.calls.len() == 1).then(|| st.calls[0].to_string())
+    }
+
+    /// Asks the process to stop (SIGTERM), and kills its group after [`STOP_GRACE`].
+    /// For a `stdio` instance, removes its scratch directory.
+    pub fn stop(self: &Arc<Self>) {
+        match &self.process {
+            None => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            Some(p) if !self.is_dead() => {
+                let pid = p.pid;
+                spawn::signal_group(pid, SIGTERM);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if !me.wait_dead(STOP_GRACE).await {
+                        spawn::signal_group(pid, SIGKILL);
+                    }
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Kills the process group at once: for stuck (timed-out) or broken instances.
+    pub fn kill(&self) {
+        if let Some(p) = &self.process {
+            spawn::signal_group(p.pid, SIGKILL);
+        }
+    }
+
+    /// Records a line of output: into the function's log and the crash-context ring.
+    pub(crate) fn output(&self, logs: &Logs, stream: &str, line: String, call_id: Option<String>) {
+        {
+            let mut st = self.lock();
+            if st.last_output.len() == LAST_OUTPUT {
+                st.last_output.pop_front();
+            }
+            st.last_output.push_back(line.clone());
+        }
+        logs.append(LogLine {
+            ts: now_rfc3339(),
+            function: self.function().to_owned(),
+            instance: self.id.clone(),
+            stream: stream.to_owned(),
+            call_id,
+            line,
+        });
+    }
+}
+
+/// Reads lines from one of the process's pipes until it closes.
+async fn capture(logs: Arc<Logs>, instance: Arc<Instance>, stream: &'static str, pipe: impl AsyncRead + Unpin) {
+    let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        // Read at most MAX_LINE bytes of one line; the rest continues as the next line.
+        let mut limited = (&mut reader).take(MAX_LINE as u64);
+        match limited.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buf.pop();
+                }
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                let call = instance.current_call();
+                instance.output(&logs, stream, line, call);
+            }
+        }
+    }
+}
+
+/// The `GUST_*` variables and the manifest's `env`, shared by both protocols.
+pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> Vec<(String, OsString)> {
+    let spec = &revision.spec;
+    let mut env: Vec<(String, OsString)> = vec![
+        ("GUST_FUNCTION".into(), spec.name.as_str().into()),
+        ("GUST_REVISION".into(), revision.id.to_string().into()),
+        ("GUST_INSTANCE".into(), instance.into()),
+        ("GUST_CODE".into(), revision.code_dir.clone().into()),
+        ("GUST_HANDLER".into(), spec.handler.clone().into()),
+        ("GUST_CONCURRENCY".into(), spec.scale.concurrency.to_string().into()),
+        ("GUST_PYCACHE".into(), pycache.into()),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.into())));
+    env
+}
+
+/// The interpreters' directories, put first on instances' `PATH` so `python3` or `node`
+/// inside a function is the same real executable gust found.
+pub(crate) fn interpreter_dirs(i: &Interpreters) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for found in [&i.python, &i.node] {
+        if let Some(dir) = found.path.as_deref().and_then(Path::parent)
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs
+}
+
+/// "exited with status 3" / "was killed by signal 9".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "exited".to_owned(),
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,124 @@
+//! Finding interpreters once, at start-up.
+//!
+//! Version managers put shims on `PATH` (pyenv's `python3` is a shell script that costs
+//! ~80 ms per start), so each interpreter is asked for its real executable
+//! (`sys.executable`, `process.execPath`) and that path is what instances run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One interpreter: where it is, or why it is missing.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The real executable, shims resolved; `None` when not usable.
+    pub path: Option<PathBuf>,
+    /// Its version, or the reason it is missing and how to fix that.
+    pub detail: String,
+}
+
+/// The interpreters instances may need.
+#[derive(Debug, Clone)]
+pub struct Interpreters {
+    /// For `python` functions.
+    pub python: Found,
+    /// For `node` functions.
+    pub node: Found,
+    /// For `shell` functions: bash, else `/bin/sh`.
+    pub shell: Found,
+}
+
+/// Where to look: explicit settings win over `PATH`.
+#[derive(Debug, Clone, Default)]
+pub struct InterpreterSettings {
+    /// `--python` / `GUST_PYTHON`: a path or a name to find on `PATH`.
+    pub python: Option<String>,
+    /// `--node` / `GUST_NODE`.
+    pub node: Option<String>,
+    /// The `PATH` to search (the server's own).
+    pub path_var: Option<String>,
+}
+
+impl Interpreters {
+    /// Finds and resolves every interpreter. Blocking: it runs each one once.
+    pub fn discover(settings: &InterpreterSettings) -> Self {
+        let path_var = settings.path_var.clone().unwrap_or_default();
+        let python = resolve(
+            settings.python.as_deref().unwrap_or("python3"),
+            &path_var,
+            &["-c", "import sys; print(sys.executable); print(sys.version.split()[0])"],
+            "set GUST_PYTHON or --python to a Python 3 interpreter",
+        );
+        let node = resolve(
+            settings.node.as_deref().unwrap_or("node"),
+            &path_var,
+            &["-p", "process.execPath + '\\n' + process.version"],
+            "set GUST_NODE or --node to a Node.js executable",
+        );
+        let shell = match which("bash", &path_var) {
+            Some(p) => Found { path: Some(canonical(&p)), detail: "bash".into() },
+            None => Found { path: Some(PathBuf::from("/bin/sh")), detail: "/bin/sh (bash not found)".into() },
+        };
+        Self { python, node, shell }
+    }
+}
+
+fn resolve(name: &str, path_var: &str, probe: &[&str], hint: &str) -> Found {
+    let Some(candidate) = which(name, path_var) else {
+        return Found { path: None, detail: format!("`{name}` not found on PATH; {hint}") };
+    };
+    // The probe runs with a clean environment so shims and hooks see what instances see.
+    let out = Command::new(&candidate)
+        .args(probe)
+        .env_clear()
+        .env("PATH", path_var)
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let mut lines = text.lines();
+            let real = lines.next().map(PathBuf::from).filter(|p| p.is_absolute() && p.exists());
+            let version = lines.next().unwrap_or("").trim().to_owned();
+            Found { path: Some(real.unwrap_or(candidate)), detail: version }
+        }
+        Ok(o) => Found {
+            path: None,
+            detail: format!("`{}` failed: {}; {hint}", candidate.display(), String::from_utf8_lossy(&o.stderr).trim()),
+        },
+        Err(e) => Found { path: None, detail: format!("`{}` could not run: {e}; {hint}", candidate.display()) },
+    }
+}
+
+/// Looks `name` up on `path_var` unless it already contains a `/`.
+pub fn which(name: &str, path_var: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_exe(&p).then_some(p);
+    }
+    path_var.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).find(|p| is_exe(p))
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_finds_sh() {
+        assert!(which("sh", "/nonexistent:/bin:/usr/bin").is_some());
+        assert!(which("surely-not-a-command-xyz", "/bin:/usr/bin").is_none());
+        assert!(which("/bin/sh", "").is_some());
+    }
+
+    #[test]
+    fn missing_interpreter_says_how_to_fix() {
+        let found = resolve("no-such-python", "/bin", &[], "set GUST_PYTHON");
+        assert!(found.path.is_none());
+        assert!(found.detail.contains("GUST_PYTHON"), "{}", found.detail);
+    }
+}

@@ -1,0 +1,298 @@
+# gust's built-in Python invoker. It serves HTTP/1.1 on the listening Unix socket gust
+# passes as fd 3 and calls the function's handler. Kept import-light on purpose: only
+# `socket`, `os` and `sys` on the cold path (no asyncio, http.server or ssl); json,
+# threading and traceback are imported when first needed.
+import os
+import socket
+import sys
+
+MAX_HEADER = 64 * 1024
+REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
+           302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _json():
+    import json
+    return json
+
+
+class Event:
+    """The request as the handler sees it (OpenFaaS python3-http style)."""
+    __slots__ = ("method", "path", "query_string", "headers", "body", "raw_body", "_query")
+
+    def __init__(self, method, path, query_string, headers, raw_body):
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.raw_body = raw_body
+        self.body = _decode_body(headers, raw_body, strict=True)
+        self._query = None
+
+    @property
+    def query(self):
+        if self._query is None:
+            from urllib.parse import parse_qsl
+            self._query = dict(parse_qsl(self.query_string, keep_blank_values=True))
+        return self._query
+
+
+class Context:
+    __slots__ = ("call_id", "function", "revision", "instance")
+
+    def __init__(self, call_id):
+        self.call_id = call_id
+        self.function = os.environ.get("GUST_FUNCTION", "")
+        self.revision = os.environ.get("GUST_REVISION", "")
+        self.instance = os.environ.get("GUST_INSTANCE", "")
+
+
+class BadBody(Exception):
+    pass
+
+
+def _is_json(ctype):
+    ctype = ctype.split(";", 1)[0].strip().lower()
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+def _decode_body(headers, raw, strict):
+    """JSON content types arrive parsed; other text as str; anything else as bytes. In the
+    plain form (strict=False) text that parses as JSON (curl -d 3) arrives parsed too."""
+    ctype = headers.get("content-type", "")
+    if raw and _is_json(ctype):
+        try:
+            return _json().loads(raw)
+        except ValueError as e:
+            raise BadBody("the body is not valid JSON: %s" % e)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    if not strict and text and ctype.split(";", 1)[0].strip().lower() in ("", "text/plain", "application/x-www-form-urlencoded"):
+        try:
+            return _json().loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _load_handler():
+    code = os.environ["GUST_CODE"]
+    spec = os.environ["GUST_HANDLER"]
+    prefix = os.environ.get("GUST_PYCACHE")
+    if prefix:
+        sys.pycache_prefix = prefix
+    sys.path.insert(0, code)
+    # -S skips site's .pth hooks (they cost tens of ms); put site-packages on the path
+    # ourselves so installed packages still import.
+    try:
+        import site
+        for p in site.getsitepackages():
+            if p not in sys.path:
+                sys.path.append(p)
+    except Exception:
+        pass
+    module_name, func_name = spec.rsplit(".", 1)
+    import importlib
+    module = importlib.import_module(module_name)
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise RuntimeError("handler %r: module %r has no function %r" % (spec, module_name, func_name))
+    code_obj = getattr(fn, "__code__", None)
+    argc = code_obj.co_argcount if code_obj is not None else 1
+    if hasattr(fn, "__self__"):
+        argc -= 1
+    return fn, argc >= 2
+
+
+def _to_response(result):
+    """Returns (status, headers, body) where body is bytes or an iterator of chunks."""
+    status, headers = 200, {}
+    if isinstance(result, dict) and ("statusCode" in result or "body" in result and "headers" in result):
+        status = int(result.get("statusCode", 200))
+        headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+        result = result.get("body", b"")
+    lower = {k.lower() for k in headers}
+    if result is None:
+        body = b""
+    elif isinstance(result, bytes):
+        body = result
+        if "content-type" not in lower:
+            headers["Content-Type"] = "application/octet-stream"
+    elif isinstance(result, str):
+        body = result.encode("utf-8")
+        if "content-type" not in lower:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+    elif isinstance(result, (dict, list, int, float, bool)):
+        body = _json().dumps(result).encode("utf-8")
+        if "content-type" not in lower:
+            headers["Content-Type"] = "application/json"
+    elif hasattr(result, "__iter__") or hasattr(result, "__next__"):
+        body = iter(result)
+        if "content-type" not in lower:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+    else:
+        body = str(result).encode("utf-8")
+        if "content-type" not in lower:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+    return status, headers, body
+
+
+def _error(status, code, message):
+    body = _json().dumps({"error": code, "message": message}).encode("utf-8")
+    return status, {"Content-Type": "application/json"}, body
+
+
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def read_head(self):
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head, self.buf = self.buf[:i], self.buf[i + 4:]
+                return head
+            if len(self.buf) > MAX_HEADER or not self.fill():
+                return None
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            if not self.fill():
+                raise EOFError("connection closed mid-body")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            if not self.fill():
+                raise EOFError("connection closed mid-body")
+
+    def read_chunked(self):
+        parts = []
+        while True:
+            size = int(self.read_line().split(b";", 1)[0], 16)
+            if size == 0:
+                while self.read_line():
+                    pass
+                return b"".join(parts)
+            parts.append(self.read_exact(size))
+            self.read_line()
+
+
+def serve_conn(sock, fn, full):
+    c = Conn(sock)
+    try:
+        while True:
+            head = c.read_head()
+            if head is None:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _version = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                raw = c.read_chunked()
+            else:
+                raw = c.read_exact(int(headers.get("content-length", "0") or 0))
+            path, _, query = target.partition("?")
+            keep = headers.get("connection", "").lower() != "close"
+            status, rheaders, body = call(fn, full, method, path, query, headers, raw)
+            write_response(sock, status, rheaders, body, keep)
+            if not keep:
+                return
+    except (EOFError, ConnectionError, OSError):
+        return
+    finally:
+        sock.close()
+
+
+def call(fn, full, method, path, query, headers, raw):
+    try:
+        if full:
+            result = fn(Event(method, path, query, headers, raw), Context(headers.get("x-call-id", "")))
+        else:
+            result = fn(_decode_body(headers, raw, strict=False))
+        return _to_response(result)
+    except BadBody as e:
+        return _error(400, "bad_request", str(e))
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        return _error(500, "handler_error", "%s: %s" % (type(e).__name__, e))
+
+
+def write_response(sock, status, headers, body, keep):
+    reason = REASONS.get(status, "Status")
+    out = ["HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for k, v in headers.items():
+        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+            out.append("%s: %s\r\n" % (k, v))
+    if not keep:
+        out.append("Connection: close\r\n")
+    if isinstance(body, bytes):
+        out.append("Content-Length: %d\r\n\r\n" % len(body))
+        # One write for head and body: two small writes can stall on delayed ACKs.
+        sock.sendall("".join(out).encode("latin-1") + body)
+        return
+    out.append("Transfer-Encoding: chunked\r\n\r\n")
+    sock.sendall("".join(out).encode("latin-1"))
+    try:
+        for chunk in body:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            elif not isinstance(chunk, bytes):
+                chunk = _json().dumps(chunk).encode("utf-8")
+            if chunk:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        # Cut the stream without the final chunk so the caller sees it is incomplete.
+        raise ConnectionError("handler failed while streaming")
+    sock.sendall(b"0\r\n\r\n")
+
+
+def main():
+    listener = socket.socket(fileno=3)
+    try:
+        fn, full = _load_handler()
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.write("gust: could not load handler %r\n" % os.environ.get("GUST_HANDLER"))
+        sys.stderr.flush()
+        os._exit(3)
+    concurrency = int(os.environ.get("GUST_CONCURRENCY", "1"))
+    if concurrency <= 1:
+        while True:
+            conn, _ = listener.accept()
+            serve_conn(conn, fn, full)
+    import threading
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve_conn, args=(conn, fn, full), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

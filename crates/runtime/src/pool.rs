@@ -1,0 +1,442 @@
+//! The instances of one revision and the activator in front of them.
+//!
+//! Every call asks [`Pool::acquire`] for a [`Slot`]: a place on an instance with fewer
+//! than `scale.concurrency` calls in flight. With none free, the call joins a bounded
+//! FIFO queue and, when the calls waiting outnumber the capacity already starting and
+//! the pool is below `scale.max`, a new instance is started at once — scale-up happens on
+//! events, not on a timer. Past `scale.queue_depth` waiting calls the answer is
+//! [`Error::Overloaded`]; past `scale.queue_timeout` it is [`Error::QueueTimeout`].
+//! Nothing waits forever.
+//!
+//! All decisions are made under one short `std::sync::Mutex` per pool, never held across
+//! an `.await`. A freed slot is handed straight to the oldest waiter.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use gust_api::CallId;
+use gust_api::wire::{InstanceInfo, LogLine};
+use gust_store::Revision;
+use tokio::sync::oneshot;
+
+use crate::instance::{Context, Instance};
+use crate::logs::now_rfc3339;
+use crate::{Error, Result};
+
+/// Why a pool stopped taking calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The function was removed.
+    Removed,
+    /// gust is shutting down.
+    Shutdown,
+}
+
+/// What a waiting call is eventually told.
+type Handoff = std::result::Result<Arc<Instance>, WaitError>;
+
+#[derive(Debug)]
+enum WaitError {
+    Start(String),
+    Closed(Closed),
+}
+
+/// The instances of one revision.
+#[derive(Debug)]
+pub struct Pool {
+    revision: Arc<Revision>,
+    ctx: Arc<Context>,
+    state: Mutex<State>,
+    /// A handle to itself for the tasks it spawns.
+    me: Weak<Pool>,
+}
+
+#[derive(Debug)]
+struct Member {
+    instance: Arc<Instance>,
+    in_flight: u32,
+    served: u64,
+    idle_since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    members: Vec<Member>,
+    /// Instances being started now.
+    starting: u32,
+    /// Calls waiting for a slot, oldest first.
+    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// A newer revision took over: keep serving what arrives, stop instances once idle.
+    retired: bool,
+    closed: Option<Closed>,
+}
+
+/// A place on an instance for one call. Dropping it frees the place and hands it to the
+/// oldest waiting call.
+#[derive(Debug)]
+pub struct Slot {
+    pool: Arc<Pool>,
+    instance: Arc<Instance>,
+    call: CallId,
+    discarded: bool,
+}
+
+impl Slot {
+    fn new(pool: Arc<Pool>, instance: Arc<Instance>, call: &CallId) -> Self {
+        instance.begin_call(call);
+        Self { pool, instance, call: call.clone(), discarded: false }
+    }
+
+    /// The instance this slot is on.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+
+    /// The call holding the slot.
+    pub fn call(&self) -> &CallId {
+        &self.call
+    }
+
+    /// The shared instance context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.pool.ctx
+    }
+
+    /// Takes the instance out of service and kills it (stuck or broken), then frees the slot.
+    pub fn discard(mut self) {
+        self.discarded = true;
+        self.pool.discard(&self.instance);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.instance.end_call(&self.call);
+        self.pool.release(&self.instance, !self.discarded);
+    }
+}
+
+/// A queued call's end of the hand-off. If the call goes away (client disconnect,
+/// timeout) after a slot was handed to it, the slot is given back, never leaked.
+struct Waiter {
+    rx: oneshot::Receiver<Handoff>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Ok(instance)) = self.rx.try_recv() {
+            self.pool.release(&instance, false);
+        }
+    }
+}
+
+impl Pool {
+    /// A pool for `revision`, empty until the first call (or `scale.min`) starts one.
+    pub fn new(ctx: Arc<Context>, revision: Arc<Revision>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(State::default()), me: me.clone() })
+    }
+
+    /// The revision this pool runs.
+    pub fn revision(&self) -> &Arc<Revision> {
+        &self.revision
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section below leaves the state consistent before any call that
+        // could panic, so a poisoned lock still guards valid data.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn arc(&self) -> Option<Arc<Pool>> {
+        self.me.upgrade()
+    }
+
+    /// Gets a slot for `call`: at once on a free instance, else after waiting in the
+    /// queue for one to free up or start.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the queue is full, [`Error::QueueTimeout`] after
+    /// `scale.queue_timeout`, [`Error::StartFailed`] when no instance could be started,
+    /// [`Error::ShuttingDown`] when the pool is closed.
+    pub async fn acquire(self: &Arc<Self>, call: &CallId) -> Result<Slot> {
+        let spec = &self.revision.spec;
+        let concurrency = spec.scale.concurrency;
+        let (waiter, waits_for_start) = {
+            let mut st = self.lock();
+            if let Some(closed) = st.closed {
+                return Err(self.closed_error(closed));
+            }
+            if let Some(m) = free_member(&mut st.members, concurrency) {
+                m.in_flight += 1;
+                let instance = m.instance.clone();
+                drop(st);
+                return Ok(Slot::new(self.clone(), instance, call));
+            }
+            let coming = (st.starting * concurrency) as usize;
+            let uncovered = st.waiters.len().saturating_sub(coming);
+            let can_start = (st.members.len() as u32 + st.starting) < spec.scale.max;
+            if !can_start && uncovered >= spec.scale.queue_depth as usize {
+                return Err(Error::Overloaded {
+                    function: spec.name.to_string(),
+                    max: spec.scale.max,
+                    queued: uncovered,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(tx);
+            self.scale_for_waiters(&mut st);
+            let waits_for_start = st.waiters.len() <= (st.starting * concurrency) as usize;
+            (Waiter { rx, pool: self.clone() }, waits_for_start)
+        };
+        // A call that waits for a starting instance may wait for the start itself, which
+        // can be slower than a queue wait (a JVM, a big import).
+        let limit =
+            if waits_for_start { spec.scale.queue_timeout.max(spec.limits.timeout) } else { spec.scale.queue_timeout };
+        let mut waiter = waiter;
+        match tokio::time::timeout(limit, &mut waiter.rx).await {
+            Ok(Ok(Ok(instance))) => Ok(Slot::new(self.clone(), instance, call)),
+            Ok(Ok(Err(WaitError::Start(detail)))) => {
+                Err(Error::StartFailed { function: spec.name.to_string(), detail })
+            }
+            Ok(Ok(Err(WaitError::Closed(closed)))) => Err(self.closed_error(closed)),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::QueueTimeout { function: spec.name.to_string(), waited: limit }),
+        }
+    }
+
+    fn closed_error(&self, closed: Closed) -> Error {
+        match closed {
+            Closed::Shutdown => Error::ShuttingDown,
+            Closed::Removed => Error::StartFailed {
+                function: self.revision.spec.name.to_string(),
+                detail: "the function was removed".into(),
+            },
+        }
+    }
+
+    /// Frees a slot on `instance`, handing it on to the oldest waiter.
+    fn release(&self, instance: &Arc<Instance>, served: bool) {
+        let mut st = self.lock();
+        if let Some(m) = st.members.iter_mut().find(|m| Arc::ptr_eq(&m.instance, instance)) {
+            m.in_flight = m.in_flight.saturating_sub(1);
+            if served {
+                m.served += 1;
+            }
+            if m.in_flight == 0 {
+                m.idle_since = Instant::now();
+            }
+        }
+        self.dispatch(&mut st);
+        self.scale_for_waiters(&mut st);
+    }
+
+    /// Takes a broken or stuck instance out of service and kills it.
+    fn discard(&self, instance: &Arc<Instance>) {
+        {
+            let mut st = self.lock();
+            st.members.retain(|m| !Arc::ptr_eq(&m.instance, instance));
+            self.scale_for_waiters(&mut st);
+        }
+        instance.kill();
+    }
+
+    /// Called once when an instance's process has ended, for whatever reason.
+    fn on_exit(&self, instance: &Arc<Instance>) {
+        let mut st = self.lock();
+        let before = st.members.len();
+        st.members.retain(|m| !Arc::ptr_eq(&m.instance, instance));
+        if st.members.len() != before {
+            drop(st);
+            // It was still in service: it crashed rather than being stopped.
+            self.note(&instance.death_detail("exited"));
+            let mut st = self.lock();
+            self.scale_for_waiters(&mut st);
+        }
+    }
+
+    /// Hands free slots to waiters, oldest first; skips waiters that gave up.
+    fn dispatch(&self, st: &mut State) {
+        let concurrency = self.revision.spec.scale.concurrency;
+        while let Some(front) = st.waiters.front() {
+            if front.is_closed() {
+                st.waiters.pop_front();
+                continue;
+            }
+            let Some(m) = free_member(&mut st.members, concurrency) else { break };
+            let Some(tx) = st.waiters.pop_front() else { break };
+            m.in_flight += 1;
+            if tx.send(Ok(m.instance.clone())).is_err() {
+                m.in_flight -= 1;
+            }
+        }
+    }
+
+    /// Starts instances while more calls wait than the instances starting can take, up
+    /// to `scale.max`.
+    fn scale_for_waiters(&self, st: &mut State) {
+        if st.closed.is_some() {
+            return;
+        }
+        let scale = &self.revision.spec.scale;
+        loop {
+            let waiting = st.waiters.iter().filter(|w| !w.is_closed()).count() as u32;
+            if waiting > st.starting * scale.concurrency && (st.members.len() as u32 + st.starting) < scale.max {
+                self.start_one(st);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn start_one(&self, st: &mut State) {
+        let Some(me) = self.arc() else { return };
+        st.starting += 1;
+        tokio::spawn(async move { me.run_start().await });
+    }
+
+    async fn run_start(self: Arc<Self>) {
+        let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
+        let weak = self.me.clone();
+        let on_exit = Box::new(move |instance: Arc<Instance>| {
+            if let Some(pool) = weak.upgrade() {
+                pool.on_exit(&instance);
+            }
+        });
+        let started = Instance::start(&self.ctx, &self.revision, deadline, on_exit).await;
+        let mut st = self.lock();
+        st.starting -= 1;
+        match started {
+            Ok(instance) => {
+                if st.closed.is_some() {
+                    drop(st);
+                    instance.stop();
+                    return;
+                }
+                tracing::debug!(instance = %instance.id, "instance started");
+                st.members.push(Member { instance, in_flight: 0, served: 0, idle_since: Instant::now() });
+                self.dispatch(&mut st);
+                self.scale_for_waiters(&mut st);
+            }
+            Err(error) => {
+                let detail = match &error {
+                    Error::StartFailed { detail, .. } | Error::RuntimeUnavailable { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                };
+                // With nothing running or starting, nobody waiting would ever be served:
+                // tell them why now instead of letting them time out.
+                if st.members.is_empty() && st.starting == 0 {
+                    for tx in st.waiters.drain(..) {
+                        let _ = tx.send(Err(WaitError::Start(detail.clone())));
+                    }
+                }
+                drop(st);
+                tracing::warn!(function = %self.revision.spec.name, %error, "instance failed to start");
+                self.note(&format!("instance failed to start: {detail}"));
+            }
+        }
+    }
+
+    /// Writes a line from gust itself into the function's log.
+    fn note(&self, line: &str) {
+        self.ctx.logs.append(LogLine {
+            ts: now_rfc3339(),
+            function: self.revision.spec.name.to_string(),
+            instance: "gust".into(),
+            stream: "gust".into(),
+            call_id: None,
+            line: line.to_owned(),
+        });
+    }
+
+    /// Stops instances idle past `scale.idle_timeout` (all idle ones once retired) while
+    /// keeping `scale.min`, and starts instances up to `scale.min`. Returns `true` once a
+    /// retired pool is empty and can be forgotten.
+    pub fn reap(&self) -> bool {
+        let scale = &self.revision.spec.scale;
+        let mut st = self.lock();
+        let (idle_timeout, min) = if st.retired { (Duration::ZERO, 0) } else { (scale.idle_timeout, scale.min) };
+        let mut alive = st.members.len() as u32;
+        let mut to_stop = Vec::new();
+        st.members.retain(|m| {
+            if alive > min && m.in_flight == 0 && m.idle_since.elapsed() >= idle_timeout {
+                alive -= 1;
+                to_stop.push(m.instance.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if !st.retired && st.closed.is_none() {
+            while (st.members.len() as u32 + st.starting) < scale.min {
+                self.start_one(&mut st);
+            }
+        }
+        let done = st.retired && st.members.is_empty() && st.starting == 0 && st.waiters.is_empty();
+        drop(st);
+        for instance in to_stop {
+            tracing::debug!(instance = %instance.id, "stopping idle instance");
+            instance.stop();
+        }
+        done
+    }
+
+    /// A newer revision takes the traffic: stop instances as they go idle.
+    pub fn retire(&self) {
+        self.lock().retired = true;
+    }
+
+    /// Stops taking calls, fails waiting ones, and stops every instance.
+    pub fn close(&self, why: Closed) -> Vec<Arc<Instance>> {
+        let mut st = self.lock();
+        st.closed = Some(why);
+        for tx in st.waiters.drain(..) {
+            let _ = tx.send(Err(WaitError::Closed(why)));
+        }
+        let members: Vec<_> = st.members.drain(..).map(|m| m.instance).collect();
+        drop(st);
+        for i in &members {
+            i.stop();
+        }
+        members
+    }
+
+    /// Calls in flight on this pool's instances.
+    pub fn in_flight(&self) -> u32 {
+        self.lock().members.iter().map(|m| m.in_flight).sum()
+    }
+
+    /// Instances in service.
+    pub fn len(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// Whether no instance is in service.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot for `gust describe`.
+    pub fn infos(&self) -> Vec<InstanceInfo> {
+        let st = self.lock();
+        st.members
+            .iter()
+            .map(|m| InstanceInfo {
+                id: m.instance.id.clone(),
+                revision: self.revision.id.to_string(),
+                pid: m.instance.process.as_ref().map(|p| p.pid),
+                in_flight: m.in_flight,
+                served: m.served,
+                age_seconds: m.instance.started.elapsed().as_secs_f64(),
+                idle_seconds: if m.in_flight == 0 { m.idle_since.elapsed().as_secs_f64() } else { 0.0 },
+            })
+            .collect()
+    }
+}
+
+/// The least-loaded live member with a free slot.
+fn free_member(members: &mut [Member], concurrency: u32) -> Option<&mut Member> {
+    members.iter_mut().filter(|m| m.in_flight < concurrency && !m.instance.is_dead()).min_by_key(|m| m.in_flight)
+}

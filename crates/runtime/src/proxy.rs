@@ -1,0 +1,201 @@
+//! The `http` protocol: forward a call to an instance over a pooled keep-alive connection
+//! and stream the response back, holding the instance's slot until the last byte.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{Body, BoxError, boxed};
+use crate::instance::{Instance, Target};
+use crate::pool::Slot;
+use crate::{Error, Result};
+
+/// How long to wait for a dead instance's exit status before describing a failure.
+const DEATH_GRACE: Duration = Duration::from_millis(300);
+
+/// Sends `req` to the slot's instance; the response body keeps the slot until it ends.
+///
+/// # Errors
+/// [`Error::Timeout`] past `deadline` (the instance is killed), [`Error::BodyTooLarge`]
+/// when `exceeded` was set while sending, [`Error::Crashed`] or [`Error::StartFailed`]
+/// when the instance broke.
+pub async fn call(
+    slot: Slot,
+    req: Request<Body>,
+    deadline: tokio::time::Instant,
+    exceeded: Arc<AtomicBool>,
+) -> Result<Response<Body>> {
+    let instance = slot.instance().clone();
+    let spec = &instance.revision.spec;
+    let mut conn = match instance.take_connection() {
+        Some(c) => c,
+        None => match tokio::time::timeout_at(deadline, connect(&instance)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(broken(slot, &instance, &format!("could not connect: {e}")).await),
+            Err(_) => return Err(timed_out(slot)),
+        },
+    };
+    match tokio::time::timeout_at(deadline, conn.send_request(req)).await {
+        Err(_) => Err(timed_out(slot)),
+        Ok(Err(e)) => {
+            if exceeded.load(Ordering::Acquire) {
+                return Err(Error::BodyTooLarge { limit: spec.limits.max_body });
+            }
+            Err(broken(slot, &instance, &e.to_string()).await)
+        }
+        Ok(Ok(resp)) => {
+            let (parts, body) = resp.into_parts();
+            let complete = http_body::Body::is_end_stream(&body);
+            let lease = Lease { slot: Some(slot), conn: Some(conn), complete };
+            let body = CallBody {
+                inner: body,
+                lease,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                timeout: spec.limits.timeout,
+            };
+            Ok(Response::from_parts(parts, boxed(body)))
+        }
+    }
+}
+
+async fn connect(instance: &Instance) -> std::io::Result<SendRequest<Body>> {
+    let io = match instance.target() {
+        Some(Target::Unix(path)) => {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            return handshake(s).await;
+        }
+        Some(Target::Tcp(addr)) => {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            s
+        }
+        None => return Err(std::io::Error::other("instance has no address")),
+    };
+    handshake(io).await
+}
+
+async fn handshake<S>(stream: S) -> std::io::Result<SendRequest<Body>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        // Ends when either side closes; errors here surface on the request instead.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// The instance broke the exchange. If its process died, it is replaced and the error
+/// carries its exit and last output; if it is alive, only this connection was bad.
+async fn broken(slot: Slot, instance: &Arc<Instance>, what: &str) -> Error {
+    let function = instance.function().to_owned();
+    if instance.wait_dead(DEATH_GRACE).await {
+        let detail = instance.death_detail("exited");
+        let never_served = instance.started.elapsed() < Duration::from_secs(1) && what.contains("connect");
+        slot.discard();
+        if never_served { Error::StartFailed { function, detail } } else { Error::Crashed { function, detail } }
+    } else {
+        drop(slot);
+        Error::Crashed { function, detail: format!("the connection to instance {} failed: {what}", instance.id) }
+    }
+}
+
+fn timed_out(slot: Slot) -> Error {
+    let spec = &slot.instance().revision.spec;
+    let err = Error::Timeout { function: spec.name.to_string(), timeout: spec.limits.timeout };
+    slot.discard();
+    err
+}
+
+/// The slot and connection a response body holds until its last byte. Dropped early (the
+/// client went away, or the body was never polled because it is empty) it still frees the
+/// slot, and returns the connection only if the exchange was complete.
+struct Lease {
+    slot: Option<Slot>,
+    conn: Option<SendRequest<Body>>,
+    complete: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(conn)) = (self.slot.as_ref(), self.conn.take())
+            && self.complete
+        {
+            slot.instance().put_connection(conn);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body from an instance, enforcing the call's deadline while it streams.
+    struct CallBody {
+        #[pin]
+        inner: Incoming,
+        lease: Lease,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        timeout: Duration,
+    }
+}
+
+/// The error a response body yields when the call's deadline passes mid-stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the function did not finish its response within {0:?} (limits.timeout)")]
+struct StreamTimeout(Duration);
+
+impl http_body::Body for CallBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if this.lease.slot.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+            this.lease.conn = None;
+            if let Some(slot) = this.lease.slot.take() {
+                slot.discard();
+            }
+            return Poll::Ready(Some(Err(Box::new(StreamTimeout(*this.timeout)))));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.lease.complete = true;
+                if let (Some(slot), Some(conn)) = (this.lease.slot.take(), this.lease.conn.take()) {
+                    slot.instance().put_connection(conn);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.lease.conn = None;
+                // Taken either way: a live instance just gets its slot back on drop.
+                if let Some(slot) = this.lease.slot.take()
+                    && slot.instance().is_dead()
+                {
+                    slot.discard();
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => other.map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,118 @@
+//! Launching an instance's process: a fresh environment, its own process group, rlimits,
+//! a parent-death signal and, for built-in invokers, a pre-bound listening socket as fd 3.
+//!
+//! This is the only module that may use `unsafe`: `pre_exec` runs between fork and exec,
+//! where only async-signal-safe calls are allowed. The closure below makes raw syscalls
+//! on data prepared before the fork and allocates nothing.
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The fd number a pre-bound listening socket is given in the child (systemd's
+/// `SD_LISTEN_FDS_START`).
+pub const LISTEN_FD: i32 = 3;
+
+/// The open-file cap of every instance.
+pub const MAX_OPEN_FILES: u64 = 4096;
+
+/// Everything needed to start one process.
+#[derive(Debug)]
+pub struct Launch {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The whole environment; nothing of gust's own is inherited.
+    pub env: Vec<(String, OsString)>,
+    /// The working directory (the function's code).
+    pub cwd: PathBuf,
+    /// A listening socket to hand over as fd 3.
+    pub listen_fd: Option<OwnedFd>,
+    /// Whether stdin is a pipe (stdio protocol) or `/dev/null`.
+    pub stdin: bool,
+}
+
+/// Starts the process with stdout and stderr piped.
+///
+/// # Errors
+/// The `io::Error` of the fork or exec.
+pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(if launch.stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let listen_raw = launch.listen_fd.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: the closure runs in the child between fork and exec. It only makes raw
+    // syscalls (dup2, fcntl, setrlimit, prctl) on integers captured by value; it does not
+    // allocate, lock or touch Rust state shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = listen_raw {
+                if fd != LISTEN_FD && libc::dup2(fd, LISTEN_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // dup2 clears close-on-exec on the new fd, but not when fd was already 3.
+                let flags = libc::fcntl(LISTEN_FD, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(LISTEN_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            let files = libc::rlimit { rlim_cur: MAX_OPEN_FILES, rlim_max: MAX_OPEN_FILES };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &files);
+            // Best effort: fires when the thread that forked exits, and tokio's worker
+            // threads live as long as the server.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    // The parent's copy of the listener must close now: if the child dies, connections
+    // waiting in the backlog are then reset instead of hanging.
+    drop(launch.listen_fd);
+    child
+}
+
+/// Sends `signal` to the whole process group led by `pid`.
+pub fn signal_group(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pid, signal);
+        }
+    }
+}
+
+/// `SIGTERM`, for a polite stop.
+pub const SIGTERM: i32 = libc::SIGTERM;
+/// `SIGKILL`, for a stuck or late instance.
+pub const SIGKILL: i32 = libc::SIGKILL;
+
+/// The environment every instance starts from: a fixed `PATH` (with the interpreters'
+/// directories first), its scratch directory as `HOME` and `TMPDIR`, and a UTF-8 locale.
+pub fn base_env(scratch: &Path, extra_path: &[PathBuf]) -> Vec<(String, OsString)> {
+    let mut path = OsString::new();
+    for dir in extra_path {
+        path.push(dir.as_os_str());
+        path.push(":");
+    }
+    path.push("/usr/local/bin:/usr/bin:/bin");
+    vec![
+        ("PATH".to_owned(), path),
+        ("HOME".to_owned(), scratch.as_os_str().to_owned()),
+        ("TMPDIR".to_owned(), scratch.as_os_str().to_owned()),
+        ("GUST_SCRATCH".to_owned(), scratch.as_os_str().to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".into()),
+    ]
+}

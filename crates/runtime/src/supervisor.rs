@@ -1,0 +1,203 @@
+//! [`Supervisor`]: the runtime's front door. It owns one [`Pool`] per revision, routes a
+//! call to the right protocol, runs the idle reaper and drains everything at shutdown.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gust_api::wire::{CallError, InstanceInfo};
+use gust_api::{CallId, Protocol};
+use gust_store::Revision;
+use http::{Request, Response};
+
+use crate::body::Body;
+use crate::instance::{Context, STOP_GRACE};
+use crate::interpreters::Interpreters;
+use crate::logs::{Logs, now_rfc3339};
+use crate::pool::{Closed, Pool};
+use crate::{Error, Result, proxy, stdio};
+
+/// How often idle instances are looked for. Idle timeouts are at least 1 s, so a quarter
+/// second keeps the overshoot small at negligible cost.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// What the supervisor needs to know about this host.
+#[derive(Debug)]
+pub struct SupervisorConfig {
+    /// The data directory; the supervisor uses `run/`, `invokers/`, `cache/` and `logs/`.
+    pub data_dir: PathBuf,
+    /// Interpreters found at start-up.
+    pub interpreters: Interpreters,
+}
+
+/// Runs every function's instances.
+#[derive(Debug)]
+pub struct Supervisor {
+    ctx: Arc<Context>,
+    /// Pools by revision id. Several revisions of one function coexist while old ones drain.
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    shutting_down: AtomicBool,
+}
+
+impl Supervisor {
+    /// Prepares the directories and writes the built-in invokers out.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the data directory cannot be written.
+    pub fn new(config: SupervisorConfig) -> Result<Arc<Self>> {
+        let run_dir = config.data_dir.join("run");
+        // Instances of a previous run are gone; their directories are stale.
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let invokers_dir = config.data_dir.join("invokers");
+        let pycache_dir = config.data_dir.join("cache").join("pycache");
+        for d in [&run_dir, &invokers_dir, &pycache_dir] {
+            std::fs::create_dir_all(d).map_err(Error::io("create directory", d))?;
+        }
+        for (name, text) in
+            [("python.py", include_str!("invokers/python.py")), ("node.js", include_str!("invokers/node.js"))]
+        {
+            let path = invokers_dir.join(name);
+            std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
+        }
+        let logs_dir = config.data_dir.join("logs");
+        let logs = Arc::new(Logs::open(&logs_dir).map_err(Error::io("create directory", &logs_dir))?);
+        let ctx = Arc::new(Context { run_dir, invokers_dir, pycache_dir, interpreters: config.interpreters, logs });
+        Ok(Arc::new(Self { ctx, pools: Mutex::new(HashMap::new()), shutting_down: AtomicBool::new(false) }))
+    }
+
+    /// The captured output of every function.
+    pub fn logs(&self) -> &Arc<Logs> {
+        &self.ctx.logs
+    }
+
+    /// The interpreters in use.
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.ctx.interpreters
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+        // A map of handles only; safe to use after a panic elsewhere.
+        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `revision` its function's serving revision: other revisions' pools retire
+    /// (their instances stop as they go idle) and `scale.min` instances start.
+    pub fn activate(&self, revision: &Arc<Revision>) {
+        let pool = self.pool(revision);
+        let name = &revision.spec.name;
+        for other in self.lock().values() {
+            if other.revision().spec.name == *name && !Arc::ptr_eq(other, &pool) {
+                other.retire();
+            }
+        }
+        pool.reap();
+    }
+
+    fn pool(&self, revision: &Arc<Revision>) -> Arc<Pool> {
+        let key = revision.id.to_string();
+        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone())).clone()
+    }
+
+    /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
+    /// runs out, counted from its arrival; `exceeded` is set by the request body's limit.
+    ///
+    /// # Errors
+    /// Any [`Error`]; each is one answer the gateway gives.
+    pub async fn call(
+        &self,
+        revision: &Arc<Revision>,
+        call: &CallId,
+        req: Request<Body>,
+        deadline: tokio::time::Instant,
+        exceeded: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Response<Body>> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let pool = self.pool(revision);
+        let slot = pool.acquire(call).await?;
+        match revision.spec.protocol {
+            Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
+            Protocol::Stdio => stdio::call(slot, req, deadline, exceeded).await,
+        }
+    }
+
+    /// Remembers a failed call for `gust describe`.
+    pub fn record_error(&self, function: &str, call: &CallId, status: u16, message: &str) {
+        self.ctx.logs.record_error(
+            function,
+            CallError { at: now_rfc3339(), call_id: call.to_string(), status, message: message.to_owned() },
+        );
+    }
+
+    /// Stops every instance of `function` and forgets its pools and logs.
+    pub fn remove_function(&self, function: &str) {
+        let removed: Vec<Arc<Pool>> = {
+            let mut pools = self.lock();
+            let keys: Vec<String> = pools
+                .iter()
+                .filter(|(_, p)| p.revision().spec.name.as_str() == function)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter().filter_map(|k| pools.remove(&k)).collect()
+        };
+        for pool in removed {
+            pool.close(Closed::Removed);
+        }
+        self.ctx.logs.remove(function);
+    }
+
+    /// Instances of `function`, over all its revisions.
+    pub fn instances(&self, function: &str) -> Vec<InstanceInfo> {
+        let pools: Vec<Arc<Pool>> =
+            self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect();
+        pools.iter().flat_map(|p| p.infos()).collect()
+    }
+
+    /// Stops idle instances, keeps `scale.min` warm and forgets drained retired pools,
+    /// until `shutdown` flips.
+    pub async fn run_reaper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(REAP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            }
+            let pools: Vec<(String, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
+            let done: Vec<String> = pools.into_iter().filter(|(_, p)| p.reap()).map(|(k, _)| k).collect();
+            if !done.is_empty() {
+                let mut map = self.lock();
+                for k in done {
+                    map.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Refuses new calls, waits up to `grace` for calls in flight, then stops every
+    /// instance and waits (briefly) for them to exit.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy: u32 = self.lock().values().map(|p| p.in_flight()).sum();
+            if busy == 0 || tokio::time::Instant::now() >= deadline {
+                if busy > 0 {
+                    tracing::warn!(calls = busy, "drain deadline passed; stopping instances with calls in flight");
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pools: Vec<Arc<Pool>> = self.lock().drain().map(|(_, p)| p).collect();
+        let instances: Vec<_> = pools.iter().flat_map(|p| p.close(Closed::Shutdown)).collect();
+        for i in instances {
+            if i.process.is_some() {
+                i.wait_dead(STOP_GRACE + Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! How this process runs. What it runs (functions) lives in the store, not here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use gust_gateway::GatewayConfig;
+pub use gust_runtime::interpreters::InterpreterSettings;
+
+/// Everything `gust up` is told by flags and environment, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gateway listens. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The data directory (SQLite, code, logs, instance scratch).
+    pub data_dir: PathBuf,
+    /// How long shutdown waits for calls in flight. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Written with the bound address once the server is ready (for scripts and tests
+    /// that listen on port 0).
+    pub ready_file: Option<PathBuf>,
+    /// Where to find interpreters.
+    pub interpreters: InterpreterSettings,
+    /// Gateway limits.
+    pub gateway: GatewayConfig,
+}

@@ -1,0 +1,146 @@
+//! [`Server`]: start-up, serving, and the ordered drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gust_api::wire::{Info, Interpreter};
+use gust_gateway::{Gateway, Registry};
+use gust_runtime::interpreters::{Found, Interpreters};
+use gust_runtime::{Supervisor, SupervisorConfig};
+use gust_store::{ArchiveLimits, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::{Config, Error, Result};
+
+/// Entry point.
+#[derive(Debug)]
+pub struct Server;
+
+/// A started server: bound, loaded, ready to serve.
+#[derive(Debug)]
+pub struct Running {
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    supervisor: Arc<Supervisor>,
+    shutdown_tx: watch::Sender<bool>,
+    config: Config,
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the store, finds interpreters, binds the listener and loads every deployed
+    /// function, so that once this returns the server can answer at once.
+    ///
+    /// # Errors
+    /// [`Error::Bind`], [`Error::Store`], [`Error::Runtime`], [`Error::Write`].
+    pub async fn start(config: Config) -> Result<Running> {
+        let dir = config.data_dir.clone();
+        let settings = config.interpreters.clone();
+        let (store, interpreters) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&dir, ArchiveLimits::default()).map_err(|source| Error::Store { dir, source })?;
+            Ok::<_, Error>((store, Interpreters::discover(&settings)))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let store = Arc::new(store);
+        let supervisor =
+            Supervisor::new(SupervisorConfig { data_dir: config.data_dir.clone(), interpreters: interpreters.clone() })
+                .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+
+        let registry = Registry::default();
+        let loaded = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.current_revisions())
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(|source| Error::Store { dir: config.data_dir.clone(), source })?
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let base_url = format!("http://{}", public_addr(addr));
+        let info = Info {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            listen: base_url.clone(),
+            data_dir: config.data_dir.display().to_string(),
+            isolation: gust_runtime::isolation::detect(),
+            interpreters: describe(&interpreters),
+        };
+        for revision in loaded {
+            let revision = Arc::new(revision);
+            registry.set(revision.clone());
+            supervisor.activate(&revision);
+        }
+        let gateway = Arc::new(Gateway {
+            store,
+            supervisor: supervisor.clone(),
+            registry,
+            info,
+            base_url,
+            config: config.gateway.clone(),
+            shutdown: shutdown_rx,
+        });
+        if let Some(path) = &config.ready_file {
+            // Written whole then renamed, so a reader never sees half an address.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, addr.to_string())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|source| Error::Write { path: path.clone(), source })?;
+        }
+        Ok(Running { listener, gateway, supervisor, shutdown_tx, config, addr })
+    }
+}
+
+impl Running {
+    /// What `GET /api/v1/info` reports: for the start-up banner.
+    pub fn info(&self) -> &Info {
+        &self.gateway.info
+    }
+
+    /// The number of functions loaded from the store.
+    pub fn functions(&self) -> usize {
+        self.gateway.registry.all().len()
+    }
+
+    /// Serves until `stop` resolves, then drains: stop accepting, let calls in flight
+    /// finish (up to the drain timeout), stop every instance.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let Running { listener, gateway, supervisor, shutdown_tx, config, .. } = self;
+        let shutdown_rx = shutdown_tx.subscribe();
+        let reaper = tokio::spawn(supervisor.clone().run_reaper(shutdown_tx.subscribe()));
+        let grace = config.drain_timeout;
+        let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
+        stop.await;
+        tracing::info!(grace = ?grace, "shutting down: draining calls in flight");
+        let started = tokio::time::Instant::now();
+        let _ = shutdown_tx.send(true);
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "gateway task failed");
+        }
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        supervisor.shutdown(left).await;
+        if let Err(e) = reaper.await {
+            tracing::error!(error = %e, "reaper task failed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The address clients should use: a wildcard bind is reached on loopback.
+fn public_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
+}
+
+fn describe(i: &Interpreters) -> Vec<Interpreter> {
+    let one = |runtime: &str, f: &Found| Interpreter {
+        runtime: runtime.to_owned(),
+        path: f.path.as_ref().map(|p| p.display().to_string()),
+        detail: f.detail.clone(),
+    };
+    vec![one("python", &i.python), one("node", &i.node), one("shell", &i.shell)]
+}
