@@ -66,6 +66,9 @@ pub struct FunctionDetail {
     pub revisions: Vec<RevisionInfo>,
     /// Instances running now.
     pub instances: Vec<InstanceInfo>,
+    /// Calls waiting for a free instance now.
+    #[serde(default)]
+    pub queued: u32,
     /// The most recent failed calls, newest first.
     pub recent_errors: Vec<CallError>,
 }

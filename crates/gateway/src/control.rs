@@ -105,6 +105,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
             })
             .collect(),
         instances: gw.supervisor.instances(name),
+        queued: gw.supervisor.queued(name),
         recent_errors: gw.supervisor.logs().recent_errors(name),
     };
     Ok(json(StatusCode::OK, &detail))

@@ -76,6 +76,8 @@ pub struct Instance {
     state: Mutex<State>,
     /// Flips to `true` once the process has exited and its output is drained.
     dead: watch::Receiver<bool>,
+    /// Responses it has begun, to tell a failure to start from a crash later on.
+    answered: std::sync::atomic::AtomicU64,
 }
 
 /// The process behind an `http` instance.
@@ -129,6 +131,7 @@ impl Instance {
                 target: OnceLock::new(),
                 state: Mutex::new(State::default()),
                 dead: dead_rx,
+                answered: Default::default(),
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -192,6 +195,7 @@ impl Instance {
             target: OnceLock::new(),
             state: Mutex::new(State::default()),
             dead: dead_rx,
+            answered: Default::default(),
         });
         let readers = [
             child.stdout.take().map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
@@ -272,6 +276,16 @@ impl Instance {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Plain data only; a panic elsewhere cannot leave it half-updated in a harmful way.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a response begun by this instance.
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it has ever begun a response.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Whether the process has exited (always `false` for `stdio` instances).
@@ -395,12 +409,26 @@ async fn capture(logs: Arc<Logs>, instance: Arc<Instance>, stream: &'static str,
                 while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     buf.pop();
                 }
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                let call = instance.current_call();
+                let (call, text) = split_tag(&buf);
+                let line = String::from_utf8_lossy(text).into_owned();
+                let call = call.or_else(|| instance.current_call());
                 instance.output(&logs, stream, line, call);
             }
         }
     }
+}
+
+/// Splits the `\x1f<call id>\x1f` tag the built-in invokers put before lines written
+/// during a call. Lines without one are returned whole.
+pub(crate) fn split_tag(line: &[u8]) -> (Option<String>, &[u8]) {
+    if let Some(rest) = line.strip_prefix(b"\x1f")
+        && let Some(end) = rest.iter().position(|b| *b == 0x1f)
+        && end <= gust_api::CallId::MAX_LEN
+    {
+        let id = String::from_utf8_lossy(&rest[..end]).into_owned();
+        return ((!id.is_empty()).then_some(id), &rest[end + 1..]);
+    }
+    (None, line)
 }
 
 /// The `GUST_*` variables and the manifest's `env`, shared by both protocols.
@@ -446,4 +474,17 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
 fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_split_off() {
+        assert_eq!(split_tag(b"\x1fabc\x1fhello"), (Some("abc".to_owned()), &b"hello"[..]));
+        assert_eq!(split_tag(b"plain"), (None, &b"plain"[..]));
+        assert_eq!(split_tag(b"\x1funterminated"), (None, &b"\x1funterminated"[..]));
+        assert_eq!(split_tag(b"\x1f\x1fx"), (None, &b"x"[..]));
+    }
 }

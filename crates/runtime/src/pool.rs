@@ -418,7 +418,12 @@ impl Pool {
         self.len() == 0
     }
 
-    /// A snapshot for `gust describe`.
+    /// Calls waiting for a slot whose callers are still there.
+    pub fn queued(&self) -> u32 {
+        self.lock().waiters.iter().filter(|w| !w.is_closed()).count() as u32
+    }
+
+    /// What `gust describe` shows of each instance.
     pub fn infos(&self) -> Vec<InstanceInfo> {
         let st = self.lock();
         st.members

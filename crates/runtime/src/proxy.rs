@@ -53,6 +53,7 @@ pub async fn call(
             Err(broken(slot, &instance, &e.to_string()).await)
         }
         Ok(Ok(resp)) => {
+            instance.answered();
             let (parts, body) = resp.into_parts();
             let complete = http_body::Body::is_end_stream(&body);
             let lease = Lease { slot: Some(slot), conn: Some(conn), complete };
@@ -102,7 +103,7 @@ async fn broken(slot: Slot, instance: &Arc<Instance>, what: &str) -> Error {
     let function = instance.function().to_owned();
     if instance.wait_dead(DEATH_GRACE).await {
         let detail = instance.death_detail("exited");
-        let never_served = instance.started.elapsed() < Duration::from_secs(1) && what.contains("connect");
+        let never_served = !instance.has_answered();
         slot.discard();
         if never_served { Error::StartFailed { function, detail } } else { Error::Crashed { function, detail } }
     } else {

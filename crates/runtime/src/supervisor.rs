@@ -156,6 +156,13 @@ impl Supervisor {
         pools.iter().flat_map(|p| p.infos()).collect()
     }
 
+    /// Calls of `function` waiting for a free instance, over all its revisions.
+    pub fn queued(&self, function: &str) -> u32 {
+        let pools: Vec<Arc<Pool>> =
+            self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect();
+        pools.iter().map(|p| p.queued()).sum()
+    }
+
     /// Stops idle instances, keeps `scale.min` warm and forgets drained retired pools,
     /// until `shutdown` flips.
     pub async fn run_reaper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {

@@ -56,6 +56,9 @@ impl Describe {
                 .collect();
             print_table(&["INSTANCE", "PID", "IN FLIGHT", "SERVED", "AGE", "IDLE"], &rows);
         }
+        if d.queued > 0 {
+            println!("{} call(s) waiting for a free instance", d.queued);
+        }
         println!("\nManifest (defaults filled in):");
         for line in d.manifest.lines() {
             println!("  {line}");

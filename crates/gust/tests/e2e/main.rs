@@ -1,1 +1,29 @@
+//! End-to-end tests: each starts the real `gust` binary (`gust up` on a free port with
+//! its own data directory) and drives it with the `gust` CLI and curl.
+//!
+//! Helpers here panic to fail the test that called them.
+#![allow(clippy::unwrap_used)]
 
+mod calls;
+mod deploy;
+mod failures;
+mod instances;
+mod lifecycle;
+mod runtimes;
+
+use gust_test_support::Gust;
+
+/// A fresh server for one test.
+fn gust() -> Gust {
+    Gust::start(env!("CARGO_BIN_EXE_gust"))
+}
+
+/// A fresh server with extra environment.
+fn gust_env(env: &[(&str, &str)]) -> Gust {
+    Gust::start_env(env!("CARGO_BIN_EXE_gust"), env)
+}
+
+/// A manifest with `extra` appended (sections such as `[scale]` included).
+fn manifest(name: &str, runtime: &str, extra: &str) -> String {
+    format!("name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n")
+}

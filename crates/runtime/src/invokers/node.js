@@ -6,6 +6,33 @@
 'use strict';
 const http = require('http');
 const path = require('path');
+const { AsyncLocalStorage } = require('async_hooks');
+
+// Every line written during a call starts with \x1f<call id>\x1f, which gust strips and
+// uses to tag the line; AsyncLocalStorage keeps the id right across awaits and
+// concurrent calls.
+const current = new AsyncLocalStorage();
+for (const stream of [process.stdout, process.stderr]) {
+  const write = stream.write.bind(stream);
+  let atStart = true;
+  stream.write = (chunk, encoding, cb) => {
+    const id = current.getStore();
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (!id) {
+      if (text.length) atStart = text.endsWith('\n');
+      return write(chunk, encoding, cb);
+    }
+    const tag = '\x1f' + id + '\x1f';
+    let out = '';
+    for (const piece of text.split(/(?<=\n)/)) {
+      if (!piece) continue;
+      if (atStart) out += tag;
+      out += piece;
+      atStart = piece.endsWith('\n');
+    }
+    return write(out, typeof encoding === 'function' ? encoding : 'utf8', typeof encoding === 'function' ? undefined : cb);
+  };
+}
 
 function isJson(ctype) {
   const t = (ctype || '').split(';')[0].trim().toLowerCase();
@@ -101,7 +128,7 @@ async function main() {
     process.exit(3);
   }
   const full = fn.length >= 2;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => current.run(req.headers['x-call-id'] || '', () => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', async () => {
@@ -137,7 +164,7 @@ async function main() {
         fail(res, 500, 'handler_error', `${e && e.name || 'Error'}: ${e && e.message || e}`);
       }
     });
-  });
+  }));
   server.keepAliveTimeout = 0;
   server.headersTimeout = 0;
   server.requestTimeout = 0;

@@ -14,6 +14,44 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
+class _Tagged:
+    """Wraps stdout/stderr so every line written during a call starts with
+    \\x1f<call id>\\x1f, which gust strips and uses to tag the line. The tag travels with
+    the bytes, so it is exact however late gust reads the pipe and however many calls
+    run at once."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._at_start = True
+
+    def write(self, text):
+        call = _current.id
+        if not call:
+            self._at_start = text.endswith("\n") if text else self._at_start
+            return self._raw.write(text)
+        tag = "\x1f" + call + "\x1f"
+        out = []
+        for piece in text.splitlines(True):
+            if self._at_start:
+                out.append(tag)
+            out.append(piece)
+            self._at_start = piece.endswith("\n")
+        return self._raw.write("".join(out)) and len(text)
+
+    def flush(self):
+        return self._raw.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+class _Current:
+    id = ""
+
+
+_current = _Current()
+
+
 def _json():
     import json
     return json
@@ -226,6 +264,7 @@ def serve_conn(sock, fn, full):
 
 
 def call(fn, full, method, path, query, headers, raw):
+    _current.id = headers.get("x-call-id", "")
     try:
         if full:
             result = fn(Event(method, path, query, headers, raw), Context(headers.get("x-call-id", "")))
@@ -239,6 +278,13 @@ def call(fn, full, method, path, query, headers, raw):
         traceback.print_exc()
         sys.stderr.flush()
         return _error(500, "handler_error", "%s: %s" % (type(e).__name__, e))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        _current.id = ""
 
 
 def write_response(sock, status, headers, body, keep):
@@ -275,6 +321,8 @@ def write_response(sock, status, headers, body, keep):
 
 def main():
     listener = socket.socket(fileno=3)
+    sys.stdout = _Tagged(sys.stdout)
+    sys.stderr = _Tagged(sys.stderr)
     try:
         fn, full = _load_handler()
     except Exception:
@@ -289,6 +337,11 @@ def main():
             conn, _ = listener.accept()
             serve_conn(conn, fn, full)
     import threading
+    # One call id per thread when calls run concurrently.
+    global _current
+    _current = threading.local()
+    _current.id = ""
+    _Current.id = ""
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve_conn, args=(conn, fn, full), daemon=True).start()

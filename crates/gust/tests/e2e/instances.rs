@@ -1,0 +1,165 @@
+//! Warm reuse, scratch directories, idle stop, scale-out and the bounded queue (point 6).
+
+use gust_test_support::{curl, eventually};
+
+use crate::{gust, manifest};
+
+const COUNTER: &str = r#"import os
+def handle(event, context):
+    path = os.path.join(os.environ["TMPDIR"], "count")
+    assert os.environ["GUST_SCRATCH"] == os.environ["TMPDIR"]
+    with open(path, "a") as f:
+        f.write("x")
+    return str(len(open(path).read()))
+"#;
+
+#[test]
+fn warm_instances_keep_their_scratch_until_idle_then_start_fresh() {
+    let g = gust();
+    g.deploy(
+        "counter",
+        &[("gust.toml", &manifest("counter", "python", "[scale]\nidle_timeout = \"1s\"")), ("handler.py", COUNTER)],
+    );
+    assert_eq!(g.post("counter", "").text(), "1");
+    assert_eq!(g.post("counter", "").text(), "2", "the warm instance and its scratch are reused");
+    let pid = g.instance_pids("counter")[0];
+    eventually("the idle instance to stop", || g.instance_pids("counter").is_empty().then_some(()));
+    eventually("its process to exit", || (!gust_test_support::alive(pid)).then_some(()));
+    assert_eq!(g.post("counter", "").text(), "1", "a fresh instance has an empty scratch dir");
+}
+
+#[test]
+fn stdio_instances_keep_scratch_too() {
+    let g = gust();
+    let script = "#!/bin/sh\necho x >> \"$TMPDIR/n\"\nwc -l < \"$TMPDIR/n\" | tr -d ' '\n";
+    g.deploy(
+        "shcount",
+        &[("gust.toml", &manifest("shcount", "shell", "[scale]\nidle_timeout = \"1s\"")), ("handler.sh", script)],
+    );
+    assert_eq!(g.post("shcount", "").text().trim(), "1");
+    assert_eq!(g.post("shcount", "").text().trim(), "2");
+    eventually("the idle instance to go", || {
+        g.describe("shcount")["instances"].as_array().unwrap().is_empty().then_some(())
+    });
+    assert_eq!(g.post("shcount", "").text().trim(), "1");
+}
+
+fn blocking_handler(go: &std::path::Path) -> String {
+    format!(
+        "import os, time\ndef handle(e, c):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return str(os.getpid())\n",
+        go = go.to_str().unwrap()
+    )
+}
+
+#[test]
+fn busy_instances_scale_out_up_to_max() {
+    let g = gust();
+    let go = g.work.join("go-scale");
+    g.deploy(
+        "wide",
+        &[("gust.toml", &manifest("wide", "python", "[scale]\nmax = 3")), ("handler.py", &blocking_handler(&go))],
+    );
+    let url = format!("{}/function/wide", g.url);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&url, "POST", b"", &[]))
+        })
+        .collect();
+    eventually("three instances, each busy", || {
+        let d = g.describe("wide");
+        let inst = d["instances"].as_array()?.clone();
+        (inst.len() == 3 && inst.iter().all(|i| i["in_flight"] == 1)).then_some(())
+    });
+    std::fs::write(&go, "").unwrap();
+    let mut pids: Vec<String> = calls.into_iter().map(|c| c.join().unwrap()).map(|r| r.text()).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "each call ran on its own instance");
+}
+
+#[test]
+fn past_max_calls_queue_and_past_the_queue_get_429_with_retry_after() {
+    let g = gust();
+    let go = g.work.join("go-queue");
+    let m = manifest("narrow", "python", "[scale]\nmax = 1\nqueue_depth = 1\nqueue_timeout = \"30s\"");
+    g.deploy("narrow", &[("gust.toml", &m), ("handler.py", &blocking_handler(&go))]);
+    let url = format!("{}/function/narrow", g.url);
+    let spawn = |url: String| std::thread::spawn(move || curl(&url, "POST", b"", &[]));
+    let first = spawn(url.clone());
+    eventually("the first call to hold the only instance", || {
+        (g.describe("narrow")["instances"][0]["in_flight"] == 1).then_some(())
+    });
+    let second = spawn(url.clone());
+    eventually("the second call to wait in the queue", || (g.describe("narrow")["queued"] == 1).then_some(()));
+    // The queue holds one; a third call finds it full.
+    let third = curl(&url, "POST", b"", &[]);
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(third.header("retry-after"), Some("1"));
+    assert_eq!(third.json()["error"], "overloaded");
+    assert!(third.json()["message"].as_str().unwrap().contains("scale.queue_depth"));
+    std::fs::write(&go, "").unwrap();
+    let (a, b) = (first.join().unwrap(), second.join().unwrap());
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.text(), b.text(), "the queued call ran on the same, only instance");
+}
+
+#[test]
+fn a_queued_call_past_queue_timeout_gets_429() {
+    let g = gust();
+    let go = g.work.join("go-qt");
+    let m = manifest("patient", "python", "[scale]\nmax = 1\nqueue_timeout = \"200ms\"");
+    g.deploy("patient", &[("gust.toml", &m), ("handler.py", &blocking_handler(&go))]);
+    let url = format!("{}/function/patient", g.url);
+    let u = url.clone();
+    let first = std::thread::spawn(move || curl(&u, "POST", b"", &[]));
+    eventually("the first call in flight", || (g.describe("patient")["instances"][0]["in_flight"] == 1).then_some(()));
+    let r = curl(&url, "POST", b"", &[]);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "queue_timeout");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(first.join().unwrap().status, 200);
+}
+
+#[test]
+fn node_serves_concurrent_calls_on_one_instance() {
+    let g = gust();
+    let go = g.work.join("go-node-conc");
+    let js = format!(
+        "const fs = require('fs');\nmodule.exports = async () => {{ while (!fs.existsSync({go:?})) await new Promise(r => setTimeout(r, 10)); return String(process.pid); }};\n",
+        go = go.to_str().unwrap()
+    );
+    g.deploy("nconc", &[("gust.toml", &manifest("nconc", "node", "")), ("handler.js", &js)]);
+    let url = format!("{}/function/nconc", g.url);
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&url, "POST", b"", &[]))
+        })
+        .collect();
+    eventually("four calls on one instance", || {
+        let d = g.describe("nconc");
+        let inst = d["instances"].as_array()?.clone();
+        (inst.len() == 1 && inst[0]["in_flight"] == 4).then_some(())
+    });
+    std::fs::write(&go, "").unwrap();
+    let pids: std::collections::BTreeSet<String> = calls.into_iter().map(|c| c.join().unwrap().text()).collect();
+    assert_eq!(pids.len(), 1);
+}
+
+#[test]
+fn min_scale_keeps_instances_warm() {
+    let g = gust();
+    let idle = "[scale]\nidle_timeout = \"1s\"";
+    let ok = "def handle(e, c):\n    return 'w'\n";
+    g.deploy("warm", &[("gust.toml", &manifest("warm", "python", &format!("{idle}\nmin = 1"))), ("handler.py", ok)]);
+    g.deploy("cold", &[("gust.toml", &manifest("cold", "python", idle)), ("handler.py", ok)]);
+    let pid = eventually("a warm instance without any call", || g.instance_pids("warm").first().copied());
+    assert_eq!(g.post("warm", "").text(), "w");
+    assert_eq!(g.post("cold", "").text(), "w");
+    // Once the function without `min` has gone idle and stopped, the one with it is
+    // still there: same instance, same process.
+    eventually("the cold function to scale to zero", || g.instance_pids("cold").is_empty().then_some(()));
+    assert_eq!(g.instance_pids("warm"), vec![pid]);
+}
