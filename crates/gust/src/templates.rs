@@ -41,6 +41,7 @@ def handle(event, context):
     """
     target = os.environ.get("TARGET", "world")
     name = event.query.get("name", target)
+    print(f"greeting {name}")  # lands in `gust logs`, tagged with the call id
     return f"Hello, {name}!\n"
 "#;
 
@@ -51,6 +52,7 @@ const NODE: &str = r#"// Called for every request. `event` has method, path, que
 //   module.exports = (x) => x ** 2;
 module.exports = async (event, context) => {
   const name = event.query.name || process.env.TARGET || 'world';
+  console.log(`greeting ${name}`); // lands in `gust logs`, tagged with the call id
   return `Hello, ${name}!\n`;
 };
 "#;
@@ -60,6 +62,7 @@ const SHELL: &str = r#"#!/bin/sh
 # to stdout is the response; a non-zero exit is a 500 and stderr goes to `gust logs`.
 # Request metadata: $Http_Method, $Http_Path, $Http_Query and $Http_<Header>.
 body=$(cat)
+echo "greeting ${TARGET:-world}" >&2
 echo "Hello, ${TARGET:-world}! You sent: ${body}"
 "#;
 
