@@ -245,8 +245,8 @@ async fn serve() -> anyhow::Result<()> {
     });
     if let Some(path) = std::env::var_os("GUST_SOCKET") {
         let _ = std::fs::remove_file(&path);
-        let listener =
-            tokio::net::UnixListener::bind(&path).with_context(|| format!("binding {}", PathBuf::from(&path).display()))?;
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding {}", PathBuf::from(&path).display()))?;
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));

@@ -227,3 +227,51 @@ fn log_lines_are_timestamped_and_tagged_with_the_call_id() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn request_bodies_stream_to_an_http_function_while_its_answer_streams_back() {
+    let g = gust();
+    let mark = g.work.join("received");
+    // A Node server on $GUST_SOCKET that records and acknowledges each chunk as it arrives.
+    let server = format!(
+        r#"#!/usr/bin/env node
+const fs = require('fs');
+require('http').createServer((req, res) => {{
+  res.writeHead(200, {{ 'content-type': 'text/plain' }});
+  req.on('data', (c) => {{ fs.appendFileSync({mark:?}, c); res.write('got ' + c.toString().trim() + '\n'); }});
+  req.on('end', () => res.end('end\n'));
+}}).listen(process.env.GUST_SOCKET);
+"#,
+        mark = mark.to_str().unwrap()
+    );
+    let m = manifest("duplex", "exec", "handler = \"server\"\nprotocol = \"http\"");
+    g.deploy("duplex", &[("gust.toml", &m), ("server", &server)]);
+    // curl sends a streamed upload but reads no answer until it has finished sending, so
+    // this client is a plain socket speaking chunked HTTP/1.1.
+    let mut conn = std::net::TcpStream::connect(g.url.trim_start_matches("http://")).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let head = "PUT /function/duplex HTTP/1.1\r\nHost: gust\r\nTransfer-Encoding: chunked\r\n\r\n";
+    std::io::Write::write_all(&mut conn, format!("{head}6\r\nfirst\n\r\n").as_bytes()).unwrap();
+    eventually("the first chunk to reach the function before the body ends", || {
+        (std::fs::read_to_string(&mark).ok()? == "first\n").then_some(())
+    });
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut answer = String::new();
+    while !answer.contains("got first\n") {
+        let mut line = String::new();
+        assert_ne!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap(), 0, "closed early: {answer}");
+        answer.push_str(&line);
+    }
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("x-call-id:"), "{answer}");
+    // Only now does the rest of the request go out.
+    std::io::Write::write_all(&mut conn, b"7\r\nsecond\n\r\n0\r\n\r\n").unwrap();
+    let mut rest = String::new();
+    while !rest.ends_with("0\r\n\r\n") {
+        let mut line = String::new();
+        assert_ne!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap(), 0, "closed early: {rest}");
+        rest.push_str(&line);
+    }
+    assert!(rest.contains("got second\n") && rest.contains("end\n"), "{rest}");
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "first\nsecond\n");
+}

@@ -63,6 +63,84 @@ fn sigterm_drains_a_call_in_flight_then_exits_zero() {
     assert_eq!(wait_with_deadline(&mut child).code(), Some(0));
 }
 
+/// Runs `gust up` as a user would, with no flags, and returns it with its banner.
+fn up_without_flags(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .arg("up")
+        .envs(env.iter().copied())
+        .env_remove("GUST_DATA")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = String::new();
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            banner.push_str(&l);
+            banner.push('\n');
+            if l.trim_start().starts_with("functions:") {
+                let _ = tx.send(banner.clone());
+            }
+        }
+    });
+    let banner = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("gust up printed no banner");
+    (child, banner)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn listen_address_from_env_and_data_under_home_by_default() {
+    let home = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut child, banner) = up_without_flags(&[("GUST_LISTEN", &addr), ("HOME", home.path().to_str().unwrap())]);
+    let data = home.path().join(".local/share/gust");
+    assert!(banner.contains(&format!("listening on http://{addr}")), "{banner}");
+    assert!(banner.contains(data.to_str().unwrap()), "{banner}");
+    assert!(data.join("gust.db").exists(), "the database lives in the default data directory");
+    // The CLI reaches it through --url.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args(["--url", &format!("http://{addr}"), "ls"])
+        .env_remove("GUST_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NAME"));
+    gust_test_support::signal(child.id(), libc::SIGINT);
+    assert_eq!(wait_with_deadline(&mut child).code(), Some(0), "SIGINT exits 0 too");
+}
+
+#[test]
+fn interpreter_shims_are_resolved_to_the_real_executable() {
+    let real =
+        std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+    let shims = tempfile::tempdir().unwrap();
+    let shim = shims.path().join("python3");
+    // A version-manager style shim: a script that finds and execs the interpreter.
+    std::fs::write(&shim, format!("#!/bin/sh\nexec {real:?} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", shims.path().display(), std::env::var("PATH").unwrap());
+    let g = crate::gust_env(&[("PATH", &path)]);
+    let info = g.call("GET", "/api/v1/info", b"", &[]).json();
+    let python = info["interpreters"].as_array().unwrap().iter().find(|i| i["runtime"] == "python").unwrap().clone();
+    assert_eq!(python["path"], real.as_str(), "{python}");
+    assert!(g.banner.contains(&real), "{}", g.banner);
+    g.deploy(
+        "where",
+        &[
+            ("gust.toml", &manifest("where", "python", "")),
+            ("handler.py", "import sys\ndef handle(e, c):\n    return sys.executable\n"),
+        ],
+    );
+    assert_eq!(g.post("where", "").text(), real, "instances run the real interpreter, not the shim");
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
