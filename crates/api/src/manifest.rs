@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::quantity::{format_bytes, format_duration, parse_bytes, parse_duration};
+use crate::quantity::{format_bytes, format_duration};
+use crate::route::{RouteMethod, RoutePattern, RouteSpec};
 use crate::{Error, FunctionName, Problem, Result};
+
+use fields::{Fields, duration_text};
 
 /// How an instance is started and spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -24,11 +27,13 @@ pub enum Runtime {
     Shell,
     /// Any executable, speaking `stdio` (one process per call) or `http`.
     Exec,
+    /// A JVM class implementing `java.util.function.Function`, run by the built-in invoker.
+    Java,
 }
 
 impl Runtime {
     /// Every runtime this build supports, as written in manifests.
-    pub const ALL: [Runtime; 4] = [Runtime::Python, Runtime::Node, Runtime::Shell, Runtime::Exec];
+    pub const ALL: [Runtime; 5] = [Runtime::Python, Runtime::Node, Runtime::Shell, Runtime::Exec, Runtime::Java];
 
     /// The manifest spelling.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +42,7 @@ impl Runtime {
             Runtime::Node => "node",
             Runtime::Shell => "shell",
             Runtime::Exec => "exec",
+            Runtime::Java => "java",
         }
     }
 
@@ -50,7 +56,7 @@ impl Runtime {
             Runtime::Python => Some("handler.handle"),
             Runtime::Node => Some("handler.js"),
             Runtime::Shell => Some("handler.sh"),
-            Runtime::Exec => None,
+            Runtime::Exec | Runtime::Java => None,
         }
     }
 }
@@ -91,6 +97,13 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// The largest request body accepted, in bytes. Default 6 MiB (as AWS Lambda).
     pub max_body: u64,
+    /// How long a deploy's build (dependencies and the `build` command) may run. Default 10 min.
+    #[serde(with = "duration_text", default = "default_build_timeout")]
+    pub build_timeout: Duration,
+}
+
+fn default_build_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// How many instances run and how calls wait for them.
@@ -130,6 +143,13 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// Scaling and queueing.
     pub scale: ScalePolicy,
+    /// A shell command run at deploy in the function's directory; what the directory
+    /// holds afterwards is the revision's code.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// Extra HTTP routes leading to the function, besides `/function/NAME`.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
 }
 
 /// Entry point for `gust.toml` text.
@@ -138,7 +158,7 @@ pub struct Manifest;
 
 /// Keys of the manifest that belong to later work; naming them is an error that says so
 /// rather than a silent no-op.
-const NOT_YET: [&str; 5] = ["build", "input", "output", "routes", "triggers"];
+const NOT_YET: [&str; 3] = ["input", "output", "triggers"];
 
 impl Manifest {
     /// The name of the manifest file in a function directory.
@@ -175,6 +195,14 @@ impl Manifest {
         let handler = f.string("handler", false);
         let protocol = f.string("protocol", false);
         let env = f.env();
+        let build = f.string("build", false).filter(|b| {
+            let ok = !b.trim().is_empty() && !b.contains('\0');
+            if !ok {
+                f.problem("build", "must be a non-empty shell command, e.g. \"make\"".to_owned());
+            }
+            ok
+        });
+        let routes = routes(&mut f);
         for key in NOT_YET {
             if f.table.remove(key).is_some() {
                 f.problem(key, "is not supported by this version of gust yet".to_owned());
@@ -200,6 +228,13 @@ impl Manifest {
             .bytes("max_body")
             .or(Some(6 << 20))
             .filter(|b| lf.check(*b >= 1 && *b <= 1 << 30, "max_body", "must be between 1 and 1Gi"));
+        let build_timeout = lf.duration("build_timeout", default_build_timeout()).filter(|d| {
+            lf.check(
+                *d >= Duration::from_secs(1) && *d <= Duration::from_secs(7200),
+                "build_timeout",
+                "must be between 1s and 2h",
+            )
+        });
         problems.extend(lf.finish());
 
         let protocol = match (runtime, protocol.as_deref()) {
@@ -228,7 +263,12 @@ impl Manifest {
                 None => {
                     problems.push(problem(
                         "handler",
-                        format!("is required for the `{r}` runtime: the executable to run, e.g. \"./server\""),
+                        match r {
+                            Runtime::Java => "is required for the `java` runtime: the class implementing \
+                                              java.util.function.Function, e.g. \"functions.Hello\""
+                                .to_owned(),
+                            _ => format!("is required for the `{r}` runtime: the executable to run, e.g. \"./server\""),
+                        },
                     ));
                     None
                 }
@@ -237,7 +277,7 @@ impl Manifest {
         };
 
         let default_concurrency = match (runtime, protocol) {
-            (Some(Runtime::Node), _) | (Some(Runtime::Exec), Some(Protocol::Http)) => 32,
+            (Some(Runtime::Node | Runtime::Java), _) | (Some(Runtime::Exec), Some(Protocol::Http)) => 32,
             _ => 1,
         };
         let mut sf = Fields::new("scale.", scale_table);
@@ -259,49 +299,91 @@ impl Manifest {
         if !problems.is_empty() {
             return Err(Error::InvalidManifest { problems });
         }
-        match (
-            name,
-            runtime,
-            handler,
-            protocol,
-            env,
-            timeout,
-            max_body,
-            concurrency,
-            min,
-            max,
-            idle_timeout,
-            queue_depth,
-            queue_timeout,
-        ) {
-            (
-                Some(name),
-                Some(runtime),
-                Some(handler),
-                Some(protocol),
-                Some(env),
-                Some(timeout),
-                Some(max_body),
-                Some(concurrency),
-                Some(min),
-                Some(max),
-                Some(idle_timeout),
-                Some(queue_depth),
-                Some(queue_timeout),
-            ) => Ok(FunctionSpec {
-                name,
-                runtime,
-                handler,
-                protocol,
-                env,
-                limits: Limits { timeout, memory, max_body },
-                scale: ScalePolicy { concurrency, min, max, idle_timeout, queue_depth, queue_timeout },
-            }),
-            // Every `None` above recorded a problem, so this arm is only reached if a
-            // check forgot to: say so rather than panic.
-            _ => Err(Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] }),
+        // Every `None` recorded a problem, so with none recorded all are `Some`; should a
+        // check forget to record one, say so rather than panic.
+        let spec = (|| {
+            Some(FunctionSpec {
+                name: name?,
+                runtime: runtime?,
+                handler: handler?,
+                protocol: protocol?,
+                env: env?,
+                limits: Limits { timeout: timeout?, memory, max_body: max_body?, build_timeout: build_timeout? },
+                scale: ScalePolicy {
+                    concurrency: concurrency?,
+                    min: min?,
+                    max: max?,
+                    idle_timeout: idle_timeout?,
+                    queue_depth: queue_depth?,
+                    queue_timeout: queue_timeout?,
+                },
+                build,
+                routes: routes?,
+            })
+        })();
+        spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
+    }
+}
+
+/// `[[routes]]`: each a table with `path` and an optional `method` (default any).
+fn routes(f: &mut Fields) -> Option<Vec<RouteSpec>> {
+    let items = match f.table.remove("routes") {
+        None => return Some(Vec::new()),
+        Some(toml::Value::Array(items)) => items,
+        Some(other) => {
+            f.problem("routes", format!("must be an array of tables ([[routes]]), not {}", other.type_str()));
+            return None;
+        }
+    };
+    let mut out: Vec<RouteSpec> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.into_iter().enumerate() {
+        let field = |k: &str| format!("routes[{i}].{k}");
+        let toml::Value::Table(mut t) = item else {
+            f.problems.push(problem(&format!("routes[{i}]"), "must be a table with `path` and `method`".to_owned()));
+            ok = false;
+            continue;
+        };
+        let method = match t.remove("method") {
+            None => Some(RouteMethod::ANY),
+            Some(toml::Value::String(m)) => {
+                RouteMethod::parse(&m).map_err(|e| f.problems.push(problem(&field("method"), e))).ok()
+            }
+            Some(other) => {
+                f.problems.push(problem(&field("method"), format!("must be a string, not {}", other.type_str())));
+                None
+            }
+        };
+        let path = match t.remove("path") {
+            None => {
+                f.problems.push(problem(&field("path"), "is required, e.g. \"/users/{id}\"".to_owned()));
+                None
+            }
+            Some(toml::Value::String(p)) => {
+                RoutePattern::parse(&p).map_err(|e| f.problems.push(problem(&field("path"), e))).ok()
+            }
+            Some(other) => {
+                f.problems.push(problem(&field("path"), format!("must be a string, not {}", other.type_str())));
+                None
+            }
+        };
+        for key in t.keys() {
+            f.problems.push(problem(&field(key), "is not a known field".to_owned()));
+            ok = false;
+        }
+        match (method, path) {
+            (Some(method), Some(path)) => {
+                let route = RouteSpec { method, path };
+                if let Some(prior) = out.iter().find(|r| r.conflicts_with(&route)) {
+                    f.problems.push(problem(&format!("routes[{i}]"), format!("`{route}` conflicts with `{prior}`")));
+                    ok = false;
+                }
+                out.push(route);
+            }
+            _ => ok = false,
         }
     }
+    ok.then_some(out)
 }
 
 impl FunctionSpec {
@@ -316,6 +398,9 @@ impl FunctionSpec {
         if self.runtime == Runtime::Exec {
             out.push_str(&format!("protocol = \"{}\"\n", self.protocol.as_str()));
         }
+        if let Some(b) = &self.build {
+            out.push_str(&format!("build = {}\n", toml_str(b)));
+        }
         if !self.env.is_empty() {
             out.push_str("\n[env]\n");
             for (k, v) in &self.env {
@@ -327,6 +412,7 @@ impl FunctionSpec {
             out.push_str(&format!("memory = \"{}\"\n", format_bytes(m)));
         }
         out.push_str(&format!("max_body = \"{}\"\n", format_bytes(self.limits.max_body)));
+        out.push_str(&format!("build_timeout = \"{}\"\n", format_duration(self.limits.build_timeout)));
         let s = &self.scale;
         out.push_str(&format!(
             "\n[scale]\nconcurrency = {}\nmin = {}\nmax = {}\nidle_timeout = \"{}\"\nqueue_depth = {}\nqueue_timeout = \"{}\"\n",
@@ -337,6 +423,9 @@ impl FunctionSpec {
             s.queue_depth,
             format_duration(s.queue_timeout)
         ));
+        for r in &self.routes {
+            out.push_str(&format!("\n[[routes]]\nmethod = \"{}\"\npath = {}\n", r.method, toml_str(r.path.as_str())));
+        }
         out
     }
 }
@@ -366,6 +455,18 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
                 _ => Err(format!("`{handler}` must be `module.function`, e.g. \"handler.handle\"")),
             }
         }
+        Runtime::Java => {
+            let ident = |s: &str| {
+                !s.is_empty()
+                    && !s.as_bytes()[0].is_ascii_digit()
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+            };
+            if handler.split('.').all(ident) {
+                Ok(())
+            } else {
+                Err(format!("`{handler}` must be a class name, e.g. \"functions.Hello\""))
+            }
+        }
         Runtime::Node | Runtime::Shell | Runtime::Exec => {
             if path_ok(handler) {
                 Ok(())
@@ -376,176 +477,7 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
     }
 }
 
-/// Takes typed fields out of one TOML table, recording problems under a dotted prefix;
-/// whatever is left at the end is reported as unknown.
-struct Fields {
-    prefix: &'static str,
-    table: toml::Table,
-    problems: Vec<Problem>,
-}
-
-impl Fields {
-    fn new(prefix: &'static str, table: toml::Table) -> Self {
-        Self { prefix, table, problems: Vec::new() }
-    }
-
-    fn problem(&mut self, key: &str, message: String) {
-        self.problems.push(problem(&format!("{}{key}", self.prefix), message));
-    }
-
-    /// Records `message` against `key` unless `ok`; returns `ok`.
-    fn check(&mut self, ok: bool, key: &str, message: &str) -> bool {
-        if !ok {
-            self.problem(key, message.to_owned());
-        }
-        ok
-    }
-
-    fn string(&mut self, key: &str, required: bool) -> Option<String> {
-        match self.table.remove(key) {
-            Some(toml::Value::String(s)) => Some(s),
-            Some(other) => {
-                self.problem(key, format!("must be a string, not {}", other.type_str()));
-                None
-            }
-            None => {
-                if required {
-                    self.problem(key, "is required".to_owned());
-                }
-                None
-            }
-        }
-    }
-
-    fn int(&mut self, key: &str, default: u32, min: u32, max: u32) -> Option<u32> {
-        match self.table.remove(key) {
-            None => Some(default),
-            Some(toml::Value::Integer(i)) if i >= i64::from(min) && i <= i64::from(max) => u32::try_from(i).ok(),
-            Some(toml::Value::Integer(_)) => {
-                self.problem(key, format!("must be between {min} and {max}"));
-                None
-            }
-            Some(other) => {
-                self.problem(key, format!("must be an integer, not {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, key: &str, default: Duration) -> Option<Duration> {
-        match self.string_or_missing(key, "a duration such as \"30s\"")? {
-            None => Some(default),
-            Some(s) => parse_duration(&s).map_err(|m| self.problem(key, m)).ok(),
-        }
-    }
-
-    fn bytes(&mut self, key: &str) -> Option<u64> {
-        match self.table.remove(key) {
-            None => None,
-            Some(toml::Value::Integer(i)) => {
-                u64::try_from(i).map_err(|_| self.problem(key, "must not be negative".to_owned())).ok()
-            }
-            Some(toml::Value::String(s)) => parse_bytes(&s).map_err(|m| self.problem(key, m)).ok(),
-            Some(other) => {
-                self.problem(key, format!("must be a size such as \"6Mi\", not {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    /// `Some(None)` when absent, `Some(Some(s))` for a string, `None` after a problem.
-    fn string_or_missing(&mut self, key: &str, what: &str) -> Option<Option<String>> {
-        match self.table.remove(key) {
-            None => Some(None),
-            Some(toml::Value::String(s)) => Some(Some(s)),
-            Some(other) => {
-                self.problem(key, format!("must be {what}, not {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    fn table(&mut self, key: &str) -> toml::Table {
-        match self.table.remove(key) {
-            None => toml::Table::new(),
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => {
-                self.problem(key, format!("must be a table, not {}", other.type_str()));
-                toml::Table::new()
-            }
-        }
-    }
-
-    fn env(&mut self) -> Option<BTreeMap<String, String>> {
-        let table = self.table("env");
-        let mut env = BTreeMap::new();
-        let mut ok = true;
-        for (k, v) in table {
-            let field = format!("env.{k}");
-            let valid_key = !k.is_empty()
-                && !k.as_bytes()[0].is_ascii_digit()
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid_key {
-                self.problems.push(problem(
-                    &field,
-                    "is not a valid variable name (letters, digits and `_`, not starting with a digit)".to_owned(),
-                ));
-                ok = false;
-                continue;
-            }
-            if k.starts_with("GUST_") || k == "PATH" || k == "HOME" || k == "TMPDIR" {
-                self.problems.push(problem(&field, "is set by gust and cannot be overridden".to_owned()));
-                ok = false;
-                continue;
-            }
-            let value = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    self.problems.push(problem(
-                        &field,
-                        format!("must be a string, number or boolean, not {}", other.type_str()),
-                    ));
-                    ok = false;
-                    continue;
-                }
-            };
-            if value.contains('\0') {
-                self.problems.push(problem(&field, "must not contain a NUL byte".to_owned()));
-                ok = false;
-                continue;
-            }
-            env.insert(k, value);
-        }
-        ok.then_some(env)
-    }
-
-    fn finish(mut self) -> Vec<Problem> {
-        let unknown: Vec<String> = self.table.keys().cloned().collect();
-        for key in unknown {
-            self.problem(&key, "is not a known field".to_owned());
-        }
-        self.problems
-    }
-}
-
-/// Serde for durations as manifest text (`"30s"`), so stored specs stay readable.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::quantity::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
+mod fields;
 
 #[cfg(test)]
 mod tests;

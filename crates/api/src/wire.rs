@@ -19,6 +19,9 @@ pub struct ErrorBody {
     /// For an invalid manifest: every problem, by field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
+    /// For a failed build: the last lines of its output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 /// The answer to `POST /api/v1/functions` (a deploy).
@@ -34,6 +37,40 @@ pub struct DeployResponse {
     pub url: String,
     /// The content digest of the code, `sha256:…`.
     pub code_digest: String,
+    /// What the build did, when the function has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildInfo>,
+}
+
+/// The build part of a deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The steps, e.g. `pip install -r requirements.txt`, `make`.
+    pub steps: Vec<String>,
+    /// Whether an earlier build of the same sources was reused.
+    pub cached: bool,
+    /// How long the build ran (0 when cached).
+    pub seconds: f64,
+}
+
+/// One line of a streamed deploy (`POST /api/v1/functions` with
+/// `Accept: application/x-ndjson`): build progress, then exactly one `done` or `failed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// A build step starts.
+    Step(String),
+    /// A line of build output.
+    Line(String),
+    /// The deploy succeeded.
+    Done(DeployResponse),
+    /// The deploy failed; nothing changed.
+    Failed {
+        /// The HTTP status the error would have had unstreamed.
+        status: u16,
+        /// The error.
+        error: ErrorBody,
+    },
 }
 
 /// One row of `GET /api/v1/functions`.
@@ -171,4 +208,31 @@ pub struct Interpreter {
     pub path: Option<String>,
     /// Its version, or why it could not be used.
     pub detail: String,
+}
+
+/// `POST /api/v1/routes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteRequest {
+    /// `GET`, `PATCH`, … or `ANY` (the default).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The path pattern, e.g. `/users/{id}` or `/api/{*rest}`.
+    pub path: String,
+    /// The function it leads to.
+    pub function: String,
+}
+
+/// One row of `GET /api/v1/routes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteRow {
+    /// The method, or `ANY`.
+    pub method: String,
+    /// The path pattern.
+    pub path: String,
+    /// The function it leads to.
+    pub function: String,
+    /// `manifest` (from `[[routes]]`) or `api` (`gust route create`).
+    pub origin: String,
+    /// The pattern as a URL on this server.
+    pub url: String,
 }

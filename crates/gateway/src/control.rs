@@ -5,9 +5,10 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use gust_api::FunctionName;
-use gust_api::wire::{DeployResponse, FunctionDetail, FunctionSummary, LogLine, RevisionInfo};
-use gust_runtime::Body;
+use gust_api::wire::{BuildInfo, DeployEvent, DeployResponse, FunctionDetail, FunctionSummary, LogLine, RevisionInfo};
 use gust_runtime::body::{LimitedBody, boxed, full};
+use gust_runtime::{Body, build};
+use gust_store::{Built, Staged};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -47,7 +48,16 @@ pub fn list(gw: &Gateway) -> Result<Response<Body>> {
 }
 
 /// `POST /api/v1/functions`: the body is a `.tar.gz` of the function directory.
-pub async fn deploy(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>> {
+///
+/// With `Accept: application/x-ndjson` the answer is a 200 stream of [`DeployEvent`]s —
+/// build steps and output as they happen, then `done` or `failed` — once the upload is
+/// unpacked and its manifest valid; otherwise one JSON answer when everything is over.
+pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let streamed = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
     let limit = gw.config.max_upload;
     let exceeded = Arc::new(AtomicBool::new(false));
     let body = LimitedBody::new(req.into_body(), limit, exceeded.clone());
@@ -57,26 +67,122 @@ pub async fn deploy(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Err(e) => return Err(Error::BadRequest { message: format!("could not read the upload: {e}") }),
     };
     let store = gw.store.clone();
-    let outcome = tokio::task::spawn_blocking(move || store.deploy(&bytes[..]))
+    let staged = tokio::task::spawn_blocking(move || store.stage(&bytes[..]))
         .await
         .map_err(|e| Error::Internal(format!("deploy task failed: {e}")))??;
-    let revision = Arc::new(outcome.revision);
-    if outcome.changed {
-        gw.registry.set(revision.clone());
-        gw.supervisor.activate(&revision);
-        tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
-    } else if gw.registry.get(revision.spec.name.as_str()).is_none() {
-        gw.registry.set(revision.clone());
-        gw.supervisor.activate(&revision);
+    let plan = build::plan(&staged.spec, staged.dir(), staged.source_digest.as_str(), gw.supervisor.interpreters())?;
+    let (events_tx, mut events_rx) = mpsc::channel::<build::Event>(256);
+    if !streamed {
+        // Nobody reads the progress; keep the channel drained so the build never waits.
+        tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+        let (resp, changed) = finish_deploy(gw, staged, plan, &events_tx).await?;
+        let status = if changed { StatusCode::CREATED } else { StatusCode::OK };
+        return Ok(json(status, &resp));
     }
-    let body = DeployResponse {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let forward = {
+            let tx = tx.clone();
+            async move {
+                while let Some(e) = events_rx.recv().await {
+                    let event = match e {
+                        build::Event::Step(s) => DeployEvent::Step(s),
+                        build::Event::Line(l) => DeployEvent::Line(l),
+                    };
+                    if tx.send(event_line(&event)).await.is_err() {
+                        // The client is gone: dropping the receiver stops the build.
+                        return;
+                    }
+                }
+            }
+        };
+        let forwarder = tokio::spawn(forward);
+        let outcome = finish_deploy(&gw, staged, plan, &events_tx).await;
+        drop(events_tx);
+        let _ = forwarder.await;
+        let last = match outcome {
+            Ok((resp, _)) => DeployEvent::Done(resp),
+            Err(e) => DeployEvent::Failed { status: e.status().as_u16(), error: e.body(None) },
+        };
+        let _ = tx.send(event_line(&last)).await;
+    });
+    Ok(ndjson(boxed(ChannelBody { rx })))
+}
+
+/// Builds (or reuses a cached build), records the revision and puts it in service.
+async fn finish_deploy(
+    gw: &Gateway,
+    staged: Staged,
+    plan: Option<build::Plan>,
+    events: &mpsc::Sender<build::Event>,
+) -> Result<(DeployResponse, bool)> {
+    let function = staged.spec.name.to_string();
+    let store = gw.store.clone();
+    let (outcome, build_info) = match plan {
+        None => {
+            let outcome = blocking(move || store.commit(staged, None)).await?;
+            (outcome, None)
+        }
+        Some(plan) => {
+            let steps: Vec<String> = plan.steps.iter().map(|s| s.label.clone()).collect();
+            let key = plan.key.clone();
+            let cached = {
+                let store = store.clone();
+                blocking(move || store.cached_build(&key)).await?
+            };
+            match cached {
+                Some(digest) => {
+                    let _ =
+                        events.send(build::Event::Step(format!("reusing the build of these sources ({digest})"))).await;
+                    let outcome = blocking(move || store.commit(staged, Some(Built::Cached(digest)))).await?;
+                    (outcome, Some(BuildInfo { steps, cached: true, seconds: 0.0 }))
+                }
+                None => {
+                    if staged.spec.build.is_none() {
+                        // Dependencies alone cannot create the handler: check it before
+                        // spending minutes installing them.
+                        staged.check_handler()?;
+                    }
+                    let started = std::time::Instant::now();
+                    build::run(&function, &plan, staged.dir(), events).await?;
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(function, seconds, "built");
+                    let outcome = blocking(move || store.commit(staged, Some(Built::Fresh { key: &plan.key }))).await?;
+                    (outcome, Some(BuildInfo { steps, cached: false, seconds }))
+                }
+            }
+        }
+    };
+    let revision = Arc::new(outcome.revision);
+    if outcome.changed || gw.registry.get(revision.spec.name.as_str()).is_none() {
+        gw.registry.set(revision.clone());
+        gw.supervisor.activate(&revision);
+        if outcome.changed {
+            tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
+        }
+    }
+    gw.reload_routes().await?;
+    let resp = DeployResponse {
         function: revision.spec.name.to_string(),
         revision: revision.id.to_string(),
         changed: outcome.changed,
         url: gw.function_url(revision.spec.name.as_str()),
         code_digest: revision.code_digest.to_string(),
+        build: build_info,
     };
-    Ok(json(if outcome.changed { StatusCode::CREATED } else { StatusCode::OK }, &body))
+    Ok((resp, outcome.changed))
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> gust_store::Result<T> + Send + 'static) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("store task failed: {e}")))??)
+}
+
+fn event_line(event: &DeployEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 /// `GET /api/v1/functions/{name}`.
@@ -120,6 +226,8 @@ pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
         .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
     gw.registry.remove(name);
     gw.supervisor.remove_function(name);
+    // Its routes went with it in the store.
+    gw.reload_routes().await?;
     tracing::info!(function = name, "removed");
     Ok(json(StatusCode::OK, &serde_json::json!({ "removed": name })))
 }
@@ -209,7 +317,7 @@ fn ndjson(body: Body) -> Response<Body> {
     resp
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());
     let mut resp = Response::new(full(text));
     *resp.status_mut() = status;

@@ -76,13 +76,15 @@ impl Error {
                 R::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 R::BadRequest { .. } => StatusCode::BAD_REQUEST,
                 R::RuntimeUnavailable { .. } | R::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                R::BuildFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Store(e) => match e {
                 S::BadArchive { too_large: true, .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 S::BadArchive { .. } => StatusCode::BAD_REQUEST,
                 S::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                S::NotFound { .. } => StatusCode::NOT_FOUND,
+                S::NotFound { .. } | S::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+                S::RouteConflict { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,12 +111,15 @@ impl Error {
                 R::BadRequest { .. } => "bad_request",
                 R::RuntimeUnavailable { .. } => "runtime_unavailable",
                 R::ShuttingDown => "shutting_down",
+                R::BuildFailed { .. } => "build_failed",
                 _ => "internal",
             },
             Error::Store(e) => match e {
                 S::BadArchive { .. } => "bad_archive",
                 S::InvalidManifest(_) => "invalid_manifest",
                 S::NotFound { .. } => "function_not_found",
+                S::RouteNotFound { .. } => "route_not_found",
+                S::RouteConflict { .. } => "route_conflict",
                 _ => "internal",
             },
             Error::Internal(_) => "internal",
@@ -127,22 +132,32 @@ impl Error {
         self.code() != "internal"
     }
 
-    /// The response: status, JSON [`ErrorBody`], and `Retry-After` / `Allow` where they apply.
-    pub fn into_response(self, call: Option<&CallId>) -> Response<Body> {
-        let status = self.status();
-        let problems = match &self {
+    /// The JSON body: code, message, and the manifest problems or build log where they
+    /// apply. Internal errors are logged here and answered opaquely.
+    pub fn body(&self, call: Option<&CallId>) -> ErrorBody {
+        let problems = match self {
             Error::Store(gust_store::Error::InvalidManifest(gust_api::Error::InvalidManifest { problems })) => {
                 problems.clone()
             }
             _ => Vec::new(),
         };
+        let log_tail = match self {
+            Error::Runtime(gust_runtime::Error::BuildFailed { log_tail, .. }) => log_tail.clone(),
+            _ => Vec::new(),
+        };
         let message = if self.is_public() {
             self.to_string()
         } else {
-            tracing::error!(error = %format!("{:#}", DisplayChain(&self)), call_id = ?call.map(CallId::as_str), "internal error");
+            tracing::error!(error = %format!("{:#}", DisplayChain(self)), call_id = ?call.map(CallId::as_str), "internal error");
             "gust hit an internal error; the server log has the details".to_owned()
         };
-        let body = ErrorBody { error: self.code().to_owned(), message, call_id: call.cloned(), problems };
+        ErrorBody { error: self.code().to_owned(), message, call_id: call.cloned(), problems, log_tail }
+    }
+
+    /// The response: status, JSON [`ErrorBody`], and `Retry-After` / `Allow` where they apply.
+    pub fn into_response(self, call: Option<&CallId>) -> Response<Body> {
+        let status = self.status();
+        let body = self.body(call);
         let text = serde_json::to_string(&body).unwrap_or_else(|_| "{\"error\":\"internal\"}".to_owned());
         let mut resp = Response::new(full(text));
         *resp.status_mut() = status;

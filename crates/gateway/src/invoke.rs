@@ -30,17 +30,25 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// Serves `/function/{function}{path}`.
-pub async fn invoke(
-    gw: &Gateway,
-    peer: SocketAddr,
-    function: &str,
-    path: &str,
-    req: Request<Incoming>,
-) -> Response<Body> {
+/// Where a call goes and what the function is told about how it was reached.
+#[derive(Debug)]
+pub struct Target<'a> {
+    /// The function.
+    pub function: &'a str,
+    /// The path the function sees.
+    pub path: &'a str,
+    /// The part of the URL before `path` (`/function/NAME`), for `X-Forwarded-Prefix`.
+    pub prefix: Option<String>,
+    /// Path parameters of a custom route, sent as `X-Gust-Param-<Name>` headers.
+    pub params: gust_api::route::Params,
+}
+
+/// Serves a call: `/function/{function}{path}`, a custom route, or a function's host.
+pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
+    let function = target.function;
     let arrived = tokio::time::Instant::now();
     let call = CallId::from_caller(req.headers().get(CALL_ID).map(HeaderValue::as_bytes));
-    let mut resp = match forward(gw, peer, function, path, &call, arrived, req).await {
+    let mut resp = match forward(gw, peer, &target, &call, arrived, req).await {
         Ok(resp) => {
             if resp.status().is_server_error() {
                 gw.supervisor.record_error(
@@ -74,12 +82,12 @@ pub async fn invoke(
 async fn forward(
     gw: &Gateway,
     peer: SocketAddr,
-    function: &str,
-    path: &str,
+    target: &Target<'_>,
     call: &CallId,
     arrived: tokio::time::Instant,
     req: Request<Incoming>,
 ) -> crate::Result<Response<Body>> {
+    let (function, path) = (target.function, target.path);
     let revision =
         gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
     let spec = &revision.spec;
@@ -92,12 +100,12 @@ async fn forward(
     }
     let (mut parts, body) = req.into_parts();
     let original = parts.uri.clone();
-    let target = match parts.uri.query() {
+    let uri = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    parts.uri = target.parse::<Uri>().map_err(|e| Error::BadRequest { message: format!("bad path: {e}") })?;
-    prepare_headers(&mut parts.headers, peer, &original, function, call);
+    parts.uri = uri.parse::<Uri>().map_err(|e| Error::BadRequest { message: format!("bad path: {e}") })?;
+    prepare_headers(&mut parts.headers, peer, &original, target, call);
     let exceeded = Arc::new(AtomicBool::new(false));
     let body = boxed(LimitedBody::new(body, limit, exceeded.clone()));
     let deadline = arrived + spec.limits.timeout;
@@ -106,7 +114,7 @@ async fn forward(
     Ok(resp)
 }
 
-fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, function: &str, call: &CallId) {
+fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
     strip_hop_by_hop(h);
     let host = h.get(header::HOST).cloned();
     let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -117,16 +125,34 @@ fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, function
         ("x-forwarded-for", Some(forwarded_for)),
         ("x-forwarded-proto", Some("http".to_owned())),
         ("x-forwarded-uri", Some(original.to_string())),
-        ("x-forwarded-prefix", Some(format!("/function/{function}"))),
+        ("x-forwarded-prefix", target.prefix.clone()),
         ("x-forwarded-host", host.and_then(|v| v.to_str().ok().map(str::to_owned))),
         (CALL_ID, Some(call.to_string())),
     ];
     for (name, value) in pairs {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             h.insert(name, v);
+        } else {
+            // Never pass on a caller's own value of a header gust vouches for.
+            h.remove(name);
+        }
+    }
+    // Callers may not forge parameters: drop any they sent, then add the route's.
+    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(PARAM_PREFIX)).cloned().collect();
+    for k in forged {
+        h.remove(k);
+    }
+    for (name, value) in &target.params {
+        let header = format!("{PARAM_PREFIX}{}", name.replace('_', "-"));
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(header.as_bytes()), HeaderValue::from_str(value)) {
+            h.insert(k, v);
         }
     }
 }
+
+/// Path parameters reach the function as `X-Gust-Param-<Name>` headers (Fission sends
+/// `X-Fission-Params-<Name>`), which stdio functions see as `Http_X_Gust_Param_<Name>`.
+pub const PARAM_PREFIX: &str = "x-gust-param-";
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.

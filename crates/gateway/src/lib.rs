@@ -19,6 +19,7 @@ pub mod error;
 pub mod invoke;
 pub mod registry;
 pub mod router;
+pub mod routes;
 mod server;
 
 pub use error::{Error, Result};

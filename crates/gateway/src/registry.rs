@@ -4,16 +4,36 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use gust_store::Revision;
+use gust_api::route::Params;
+use gust_store::{Revision, StoredRoute};
 
-/// The serving revision of every deployed function.
+/// The serving revision of every deployed function, and the custom routes.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Readers are every call; writers are deploys. A read lock is held only to clone an `Arc`.
     map: RwLock<BTreeMap<String, Arc<Revision>>>,
+    /// Custom routes, replaced whole whenever they change (rarely).
+    routes: RwLock<Arc<Vec<StoredRoute>>>,
 }
 
 impl Registry {
+    /// Replaces the custom routes.
+    pub fn set_routes(&self, routes: Vec<StoredRoute>) {
+        *self.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
+    }
+
+    /// The custom route for `method` and `path`: of those that match, the most specific
+    /// pattern, then one naming the method over an any-method one.
+    pub fn find_route(&self, method: &str, path: &str) -> Option<(String, Params)> {
+        let routes = self.routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        routes
+            .iter()
+            .filter(|r| r.spec.method.accepts(method))
+            .filter_map(|r| r.spec.path.matches(path).map(|params| (r, params)))
+            .min_by_key(|(r, _)| (r.spec.path.specificity(), !r.spec.method.is_specific()))
+            .map(|(r, params)| (r.function.clone(), params))
+    }
+
     /// The revision serving `function`.
     pub fn get(&self, function: &str) -> Option<Arc<Revision>> {
         self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(function).cloned()

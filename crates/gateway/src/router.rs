@@ -40,6 +40,12 @@ pub enum Api<'a> {
     Remove(&'a str),
     /// `GET /api/v1/functions/{name}/logs`.
     Logs(&'a str),
+    /// `GET /api/v1/routes`.
+    Routes,
+    /// `POST /api/v1/routes` with `{method, path, function}`.
+    CreateRoute,
+    /// `DELETE /api/v1/routes?method=M&path=P`.
+    RemoveRoute,
 }
 
 /// Routes `method` + `path` (without the query).
@@ -58,6 +64,12 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match path {
         "/healthz" => get(Route::Health),
         "/api/v1/info" => get(Route::Api(Api::Info)),
+        "/api/v1/routes" | "/api/v1/routes/" => match *method {
+            Method::GET => Route::Api(Api::Routes),
+            Method::POST => Route::Api(Api::CreateRoute),
+            Method::DELETE => Route::Api(Api::RemoveRoute),
+            _ => Route::MethodNotAllowed { allow: "GET, POST, DELETE" },
+        },
         "/api/v1/functions" | "/api/v1/functions/" => match *method {
             Method::GET => Route::Api(Api::List),
             Method::POST => Route::Api(Api::Deploy),
@@ -100,6 +112,10 @@ mod tests {
             (Method::DELETE, "/api/v1/functions/hello", Route::Api(Api::Remove("hello"))),
             (Method::GET, "/api/v1/functions/hello/logs", Route::Api(Api::Logs("hello"))),
             (Method::GET, "/api/v1/functions/hello/nope", Route::NotFound),
+            (Method::GET, "/api/v1/routes", Route::Api(Api::Routes)),
+            (Method::POST, "/api/v1/routes", Route::Api(Api::CreateRoute)),
+            (Method::DELETE, "/api/v1/routes", Route::Api(Api::RemoveRoute)),
+            (Method::PUT, "/api/v1/routes", Route::MethodNotAllowed { allow: "GET, POST, DELETE" }),
             (Method::GET, "/", Route::NotFound),
             (Method::GET, "/functionx/a", Route::NotFound),
         ];

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::router::{Api, Route, route};
-use crate::{Error, Registry, control, invoke};
+use crate::{Error, Registry, control, invoke, routes};
 
 /// How the gateway runs (from flags and environment, not from manifests).
 #[derive(Debug, Clone)]
@@ -24,11 +24,14 @@ pub struct GatewayConfig {
     pub max_upload: u64,
     /// How long a client may take to send request headers. Default 30 s.
     pub header_timeout: Duration,
+    /// With a domain, `NAME.DOMAIN` in the `Host` header reaches function `NAME` at its
+    /// root, as Knative's routes do. Default none.
+    pub domain: Option<String>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_upload: 100 << 20, header_timeout: Duration::from_secs(30) }
+        Self { max_upload: 100 << 20, header_timeout: Duration::from_secs(30), domain: None }
     }
 }
 
@@ -57,11 +60,43 @@ impl Gateway {
         format!("{}/function/{name}", self.base_url)
     }
 
+    /// Reloads the custom routes from the store into the registry.
+    ///
+    /// # Errors
+    /// The store's, when it cannot be read.
+    pub async fn reload_routes(&self) -> crate::Result<()> {
+        let store = self.store.clone();
+        let routes = tokio::task::spawn_blocking(move || store.routes())
+            .await
+            .map_err(|e| Error::Internal(format!("route task failed: {e}")))??;
+        self.registry.set_routes(routes);
+        Ok(())
+    }
+
+    /// The function a `Host` header names when it is `NAME.DOMAIN` for the configured domain.
+    fn host_function(&self, req: &Request<Incoming>) -> Option<String> {
+        let domain = self.config.domain.as_deref()?;
+        let host = req.headers().get(http::header::HOST)?.to_str().ok()?.to_ascii_lowercase();
+        let host = host.as_str();
+        let host =
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let name = host.strip_suffix(domain)?.strip_suffix('.')?;
+        self.registry.get(name).map(|_| name.to_owned())
+    }
+
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
+        if let Some(function) = self.host_function(&req) {
+            let target = invoke::Target { function: &function, path: &path, prefix: None, params: Vec::new() };
+            return invoke::invoke(&self, peer, target, req).await;
+        }
         match route(req.method(), &path) {
-            Route::Invoke { function, path: sub } => invoke::invoke(&self, peer, function, sub, req).await,
+            Route::Invoke { function, path: sub } => {
+                let prefix = Some(format!("/function/{function}"));
+                let target = invoke::Target { function, path: sub, prefix, params: Vec::new() };
+                invoke::invoke(&self, peer, target, req).await
+            }
             Route::Health => control::health(),
             Route::Api(api) => {
                 let result = match api {
@@ -71,10 +106,19 @@ impl Gateway {
                     Api::Describe(name) => control::describe(&self, name).await,
                     Api::Remove(name) => control::remove(&self, name).await,
                     Api::Logs(name) => control::logs(&self, name, req.uri().query()).await,
+                    Api::Routes => routes::list(&self),
+                    Api::CreateRoute => routes::create(&self, req).await,
+                    Api::RemoveRoute => routes::remove(&self, req.uri().query()).await,
                 };
                 result.unwrap_or_else(|e| e.into_response(None))
             }
-            Route::NotFound => Error::RouteNotFound { path }.into_response(None),
+            Route::NotFound => match self.registry.find_route(req.method().as_str(), &path) {
+                Some((function, params)) => {
+                    let target = invoke::Target { function: &function, path: &path, prefix: None, params };
+                    invoke::invoke(&self, peer, target, req).await
+                }
+                None => Error::RouteNotFound { path }.into_response(None),
+            },
             Route::MethodNotAllowed { allow } => Error::MethodNotAllowed { allow }.into_response(None),
         }
     }

@@ -7,6 +7,7 @@ mod logs;
 mod ls;
 mod new;
 mod rm;
+mod route;
 mod up;
 
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     Logs(logs::Logs),
     /// Remove a function and stop its instances.
     Rm(rm::Rm),
+    /// Manage custom HTTP routes to functions.
+    Route(route::Route),
 }
 
 /// A configuration or usage problem (exit code 64, as `EX_USAGE`).
@@ -59,6 +62,7 @@ impl Cli {
             Command::Up(c) => c.run().await,
             Command::New(c) => c.run(),
             Command::Deploy(c) => c.run(&client()?).await,
+            Command::Route(c) => c.run(&client()?).await,
             Command::Invoke(c) => c.run(&client()?).await,
             Command::Ls(c) => c.run(&client()?).await,
             Command::Describe(c) => c.run(&client()?).await,

@@ -71,7 +71,15 @@ impl Client {
 /// An error from a non-2xx answer: the server's message and, for manifests, every problem.
 pub(crate) fn error_from(status: StatusCode, bytes: &[u8]) -> anyhow::Error {
     match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(body) => {
+        Ok(body) => error_text(status.as_u16(), body),
+        Err(_) => anyhow!("HTTP {status}: {}", String::from_utf8_lossy(bytes).trim()),
+    }
+}
+
+/// An error body as the user should read it: message, problems, build log, status.
+pub(crate) fn error_text(status: u16, body: ErrorBody) -> anyhow::Error {
+    {
+        {
             let mut text = body.message;
             for p in &body.problems {
                 if p.field.is_empty() {
@@ -81,13 +89,18 @@ pub(crate) fn error_from(status: StatusCode, bytes: &[u8]) -> anyhow::Error {
                 }
             }
             if let Some(call) = body.call_id {
-                text.push_str(&format!(" (HTTP {}, call {call})", status.as_u16()));
+                text.push_str(&format!(" (HTTP {status}, call {call})"));
             } else {
-                text.push_str(&format!(" (HTTP {})", status.as_u16()));
+                text.push_str(&format!(" (HTTP {status})"));
+            }
+            if !body.log_tail.is_empty() {
+                text.push_str("\nlast lines of the build:");
+                for l in &body.log_tail {
+                    text.push_str(&format!("\n  | {l}"));
+                }
             }
             anyhow!(text)
         }
-        Err(_) => anyhow!("HTTP {status}: {}", String::from_utf8_lossy(bytes).trim()),
     }
 }
 

@@ -20,6 +20,16 @@ pub(crate) fn files(name: &str, runtime: Runtime) -> Vec<(&'static str, String, 
         Runtime::Shell => {
             vec![("gust.toml", manifest("handler = \"handler.sh\"\n"), false), ("handler.sh", SHELL.to_owned(), true)]
         }
+        Runtime::Java => vec![
+            (
+                "gust.toml",
+                manifest(
+                    "handler = \"functions.Hello\"\n# Compiled once per change at deploy; the jar is the revision's code.\nbuild = \"javac -d classes src/functions/*.java && jar cf hello.jar -C classes .\"\n",
+                ),
+                false,
+            ),
+            ("src/functions/Hello.java", JAVA.to_owned(), false),
+        ],
         Runtime::Exec => vec![
             ("gust.toml", manifest("handler = \"handler\"\nprotocol = \"stdio\"\n"), false),
             ("handler", EXEC.to_owned(), true),
@@ -64,6 +74,21 @@ const SHELL: &str = r#"#!/bin/sh
 body=$(cat)
 echo "greeting ${TARGET:-world}" >&2
 echo "Hello, ${TARGET:-world}! You sent: ${body}"
+"#;
+
+const JAVA: &str = r#"package functions;
+
+import java.util.function.Function;
+
+/** Called for every request with the body as text; the returned string is the response. */
+public class Hello implements Function<String, String> {
+    @Override
+    public String apply(String body) {
+        String target = System.getenv().getOrDefault("TARGET", "world");
+        System.out.println("greeting " + target); // lands in `gust logs`, tagged with the call id
+        return "Hello, " + target + "! You sent: " + body + "\n";
+    }
+}
 "#;
 
 const EXEC: &str = r#"#!/bin/sh

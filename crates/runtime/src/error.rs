@@ -74,6 +74,18 @@ pub enum Error {
         /// Why, and which setting to change.
         detail: String,
     },
+    /// A deploy's build (dependencies or the manifest's `build` command) failed or timed out.
+    #[error("build of `{function}` failed: {message}")]
+    BuildFailed {
+        /// The function being deployed.
+        function: String,
+        /// The step that failed, e.g. `pip install -r requirements.txt`.
+        step: String,
+        /// What happened, naming the package that could not be fetched when known.
+        message: String,
+        /// The last lines of the step's output.
+        log_tail: Vec<String>,
+    },
     /// The server is shutting down and takes no new calls.
     #[error("gust is shutting down")]
     ShuttingDown,

@@ -45,6 +45,50 @@ pub struct Context {
     pub interpreters: Interpreters,
     /// Captured output.
     pub logs: Arc<Logs>,
+    /// The compiled Java invoker's class directory, compiled on first use (once per
+    /// invoker source, cached on disk), or why it could not be.
+    pub java_invoker: tokio::sync::OnceCell<std::result::Result<PathBuf, String>>,
+}
+
+impl Context {
+    /// The class directory of the Java invoker, compiling it with `javac` the first time
+    /// any server on this data directory needs it.
+    async fn java_invoker(&self) -> Result<PathBuf> {
+        let unavailable = |detail: String| Error::RuntimeUnavailable { runtime: "java".into(), detail };
+        let javac = self.interpreters.javac().ok_or_else(|| unavailable(self.interpreters.java.detail.clone()))?;
+        let source = self.invokers_dir.join("Invoker.java");
+        let got = self
+            .java_invoker
+            .get_or_init(|| async move {
+                let text = std::fs::read(&source).map_err(|e| format!("read {}: {e}", source.display()))?;
+                let hash = text
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+                let classes = source.with_file_name(format!("java-{hash:016x}"));
+                if classes.join("gust").join("Invoker.class").is_file() {
+                    return Ok(classes);
+                }
+                let tmp = classes.with_extension("tmp");
+                let _ = std::fs::remove_dir_all(&tmp);
+                let out = tokio::process::Command::new(&javac)
+                    .arg("-d")
+                    .arg(&tmp)
+                    .arg(&source)
+                    .output()
+                    .await
+                    .map_err(|e| format!("could not run {}: {e}", javac.display()))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "compiling the invoker failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                std::fs::rename(&tmp, &classes).map_err(|e| format!("store the invoker: {e}"))?;
+                Ok(classes)
+            })
+            .await;
+        got.clone().map_err(unavailable)
+    }
 }
 
 /// Where the gateway reaches an `http` instance.
@@ -163,6 +207,28 @@ impl Instance {
                 args.push(invoker.into());
                 (program, args, Some(OwnedFd::from(listener)), Target::Unix(socket.clone()))
             }
+            Runtime::Java => {
+                let java = ctx.interpreters.java.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
+                    runtime: "java".into(),
+                    detail: ctx.interpreters.java.detail.clone(),
+                })?;
+                let invoker = ctx.java_invoker().await?;
+                let code = &revision.code_dir;
+                let mut classpath = OsString::from(invoker.as_os_str());
+                for part in [code.join("classes"), code.join("*")] {
+                    classpath.push(":");
+                    classpath.push(part.as_os_str());
+                }
+                // The JVM binds GUST_SOCKET itself (it cannot adopt an inherited Unix
+                // listener on fd 3), so it is polled for readiness like an exec server.
+                // Tiered compilation stopped at C1 and the serial collector start fastest.
+                let args = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-XX:-UsePerfData", "-cp"]
+                    .into_iter()
+                    .map(OsString::from)
+                    .chain([classpath, "gust.Invoker".into()])
+                    .collect();
+                (java, args, None, Target::Unix(socket.clone()))
+            }
             Runtime::Exec => {
                 let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
                 env.push(("PORT".into(), port.to_string().into()));
@@ -220,9 +286,10 @@ impl Instance {
             let _ = std::fs::remove_dir_all(&watched.dir);
             on_exit(watched);
         });
-        let target = match target {
-            Target::Tcp(addr) => instance.wait_ready(addr, &socket, deadline).await?,
-            unix => unix,
+        let target = match (spec.runtime, target) {
+            (_, Target::Tcp(addr)) => instance.wait_ready(Some(addr), &socket, deadline).await?,
+            (Runtime::Java, _) => instance.wait_ready(None, &socket, deadline).await?,
+            (_, unix) => unix,
         };
         let _ = instance.target.set(target);
         Ok(instance)
@@ -233,13 +300,15 @@ impl Instance {
     /// they start, so the first request simply waits in the backlog.
     async fn wait_ready(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         socket: &Path,
         deadline: tokio::time::Instant,
     ) -> Result<Target> {
         let mut pause = Duration::from_millis(1);
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            if let Some(addr) = addr
+                && tokio::net::TcpStream::connect(addr).await.is_ok()
+            {
                 return Ok(Target::Tcp(addr));
             }
             if socket.exists() && tokio::net::UnixStream::connect(socket).await.is_ok() {
@@ -255,7 +324,10 @@ impl Instance {
                 self.kill();
                 return Err(Error::StartFailed {
                     function: self.function().to_owned(),
-                    detail: format!("it did not listen on PORT {} or GUST_SOCKET in time", addr.port()),
+                    detail: match addr {
+                        Some(a) => format!("it did not listen on PORT {} or GUST_SOCKET in time", a.port()),
+                        None => "it did not listen on GUST_SOCKET in time".to_owned(),
+                    },
                 });
             }
             tokio::time::sleep(pause).await;

@@ -25,6 +25,8 @@ pub struct Interpreters {
     pub node: Found,
     /// For `shell` functions: bash, else `/bin/sh`.
     pub shell: Found,
+    /// For `java` functions: the `java` of a JDK (its `javac` compiles gust's invoker once).
+    pub java: Found,
 }
 
 /// Where to look: explicit settings win over `PATH`.
@@ -34,6 +36,8 @@ pub struct InterpreterSettings {
     pub python: Option<String>,
     /// `--node` / `GUST_NODE`.
     pub node: Option<String>,
+    /// `--java` / `GUST_JAVA`.
+    pub java: Option<String>,
     /// The `PATH` to search (the server's own).
     pub path_var: Option<String>,
 }
@@ -58,8 +62,50 @@ impl Interpreters {
             Some(p) => Found { path: Some(canonical(&p)), detail: "bash".into() },
             None => Found { path: Some(PathBuf::from("/bin/sh")), detail: "/bin/sh (bash not found)".into() },
         };
-        Self { python, node, shell }
+        let java = resolve_java(settings.java.as_deref().unwrap_or("java"), &path_var);
+        Self { python, node, shell, java }
     }
+
+    /// `javac` next to the `java` in use.
+    pub fn javac(&self) -> Option<PathBuf> {
+        self.java.path.as_ref().and_then(|j| j.parent()).map(|d| d.join("javac")).filter(|p| p.is_file())
+    }
+}
+
+/// Java has no one-line way to print its own path, but `-XshowSettings:properties` lists
+/// `java.home`: the real installation behind any alternatives link or version-manager shim.
+fn resolve_java(name: &str, path_var: &str) -> Found {
+    let hint = "set GUST_JAVA or --java to the java of a JDK 17 or newer";
+    let Some(candidate) = which(name, path_var) else {
+        return Found { path: None, detail: format!("`{name}` not found on PATH; {hint}") };
+    };
+    let out = Command::new(&candidate)
+        .args(["-XshowSettings:properties", "-version"])
+        .env_clear()
+        .env("PATH", path_var)
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .output();
+    let Ok(out) = out else {
+        return Found { path: None, detail: format!("`{}` could not run; {hint}", candidate.display()) };
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    let prop = |key: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key).and_then(|r| r.trim_start().strip_prefix('=')))
+            .map(|v| v.trim().to_owned())
+    };
+    let (Some(home), Some(version)) = (prop("java.home"), prop("java.version")) else {
+        return Found { path: None, detail: format!("`{}` did not report java.home; {hint}", candidate.display()) };
+    };
+    let java = Path::new(&home).join("bin").join("java");
+    let major: u32 = version.split(['.', '-', '+']).next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < 17 {
+        return Found { path: None, detail: format!("java {version} is too old; {hint}") };
+    }
+    if !Path::new(&home).join("bin").join("javac").is_file() {
+        return Found { path: None, detail: format!("{home} is a JRE without javac; {hint}") };
+    }
+    Found { path: Some(java), detail: version }
 }
 
 fn resolve(name: &str, path_var: &str, probe: &[&str], hint: &str) -> Found {

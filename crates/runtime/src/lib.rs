@@ -17,9 +17,11 @@
 //! - [`spawn`]: the process launch itself (environment, process group, rlimits).
 //! - [`interpreters`]: finding `python3`, `node` and `bash` once at start-up.
 //! - [`logs`]: captured output lines and recent failed calls, per function.
+//! - [`build`]: deploy-time builds (dependencies, the manifest's `build` command) and their cache key.
 //! - [`body`]: the streaming body type shared with the gateway.
 
 pub mod body;
+pub mod build;
 mod error;
 pub mod instance;
 pub mod interpreters;

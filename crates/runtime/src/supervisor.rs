@@ -55,15 +55,24 @@ impl Supervisor {
         for d in [&run_dir, &invokers_dir, &pycache_dir] {
             std::fs::create_dir_all(d).map_err(Error::io("create directory", d))?;
         }
-        for (name, text) in
-            [("python.py", include_str!("invokers/python.py")), ("node.js", include_str!("invokers/node.js"))]
-        {
+        for (name, text) in [
+            ("python.py", include_str!("invokers/python.py")),
+            ("node.js", include_str!("invokers/node.js")),
+            ("Invoker.java", include_str!("invokers/Invoker.java")),
+        ] {
             let path = invokers_dir.join(name);
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let logs_dir = config.data_dir.join("logs");
         let logs = Arc::new(Logs::open(&logs_dir).map_err(Error::io("create directory", &logs_dir))?);
-        let ctx = Arc::new(Context { run_dir, invokers_dir, pycache_dir, interpreters: config.interpreters, logs });
+        let ctx = Arc::new(Context {
+            run_dir,
+            invokers_dir,
+            pycache_dir,
+            interpreters: config.interpreters,
+            logs,
+            java_invoker: tokio::sync::OnceCell::new(),
+        });
         Ok(Arc::new(Self { ctx, pools: Mutex::new(HashMap::new()), shutting_down: AtomicBool::new(false) }))
     }
 

@@ -84,6 +84,7 @@ impl Server {
             config: config.gateway.clone(),
             shutdown: shutdown_rx,
         });
+        gateway.reload_routes().await.map_err(|e| Error::Task(format!("loading routes: {e}")))?;
         if let Some(path) = &config.ready_file {
             // Written whole then renamed, so a reader never sees half an address.
             let tmp = path.with_extension("tmp");
@@ -142,5 +143,5 @@ fn describe(i: &Interpreters) -> Vec<Interpreter> {
         path: f.path.as_ref().map(|p| p.display().to_string()),
         detail: f.detail.clone(),
     };
-    vec![one("python", &i.python), one("node", &i.node), one("shell", &i.shell)]
+    vec![one("python", &i.python), one("node", &i.node), one("shell", &i.shell), one("java", &i.java)]
 }

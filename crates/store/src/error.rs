@@ -47,6 +47,22 @@ pub enum Error {
         /// The name asked for.
         function: String,
     },
+    /// A route would take requests another route already takes.
+    #[error("route `{route}` conflicts with `{existing}` of function `{owner}`")]
+    RouteConflict {
+        /// The route asked for.
+        route: String,
+        /// The route it collides with.
+        existing: String,
+        /// The function that owns `existing`.
+        owner: String,
+    },
+    /// No route with that method and path exists.
+    #[error("no route `{route}`")]
+    RouteNotFound {
+        /// The route asked for.
+        route: String,
+    },
     /// A stored row could not be read back (a bug or a hand-edited database).
     #[error("corrupt record for `{function}`: {reason}")]
     Corrupt {

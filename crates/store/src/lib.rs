@@ -15,9 +15,10 @@
 pub mod archive;
 mod error;
 mod revision;
-mod store;
+pub(crate) mod store;
 
 pub use archive::{ArchiveLimits, Digest};
 pub use error::{Error, Result};
 pub use revision::{DeployOutcome, Revision};
-pub use store::Store;
+pub use store::routes::{RouteOrigin, StoredRoute};
+pub use store::{Built, Staged, Store};

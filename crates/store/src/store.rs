@@ -13,7 +13,8 @@ use crate::archive::{ArchiveLimits, Digest, tree_digest, unpack_tar_gz};
 use crate::{DeployOutcome, Error, Result, Revision};
 
 /// Schema, applied once per `user_version` step. Append only: never edit a shipped step.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE functions (
     name             TEXT PRIMARY KEY,
     current_revision INTEGER NOT NULL,
@@ -27,7 +28,23 @@ CREATE TABLE revisions (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (function, number)
 );
-"];
+",
+    r"
+CREATE TABLE builds (
+    key           TEXT PRIMARY KEY,
+    code_digest   TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE routes (
+    method        TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    origin        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (method, path)
+);
+",
+];
 
 /// The embedded store of one data directory.
 ///
@@ -81,45 +98,95 @@ impl Store {
         &self.root
     }
 
-    /// Deploys a `.tar.gz` of a function directory: unpacks it safely, validates its
-    /// `gust.toml` and handler, stores the code by digest and records a revision that takes
-    /// all traffic — unless code and spec equal the current revision's, in which case
-    /// nothing changes and the outcome says so.
+    /// Deploys a `.tar.gz` of a function directory that needs no build: [`Store::stage`]
+    /// then [`Store::commit`].
+    ///
+    /// # Errors
+    /// As [`Store::stage`] and [`Store::commit`].
+    pub fn deploy(&self, archive: impl Read) -> Result<DeployOutcome> {
+        let staged = self.stage(archive)?;
+        self.commit(staged, None)
+    }
+
+    /// Unpacks an uploaded `.tar.gz` safely into a private directory and validates its
+    /// `gust.toml`. Nothing is recorded yet: the caller may build in [`Staged::dir`] and
+    /// then [`Store::commit`]; dropping the result throws it away.
     ///
     /// # Errors
     /// [`Error::BadArchive`] for a bad upload, [`Error::InvalidManifest`] listing every
-    /// manifest problem, [`Error::Io`]/[`Error::Database`] for local failures.
-    pub fn deploy(&self, archive: impl Read) -> Result<DeployOutcome> {
-        let staging = tempfile::Builder::new()
+    /// manifest problem, [`Error::Io`] for local failures.
+    pub fn stage(&self, archive: impl Read) -> Result<Staged> {
+        let dir = tempfile::Builder::new()
             .prefix("deploy-")
             .tempdir_in(self.root.join("tmp"))
             .map_err(Error::io("create staging directory", self.root.join("tmp")))?;
-        unpack_tar_gz(archive, staging.path(), self.limits)?;
-        let manifest_path = staging.path().join(Manifest::FILE_NAME);
-        let text = match fs::read_to_string(&manifest_path) {
-            Ok(t) => t,
-            Err(_) => {
-                return Err(gust_api::Error::InvalidManifest {
-                    problems: vec![Problem {
-                        field: String::new(),
-                        message: format!("the archive has no {} at its top level", Manifest::FILE_NAME),
-                    }],
-                }
-                .into());
+        unpack_tar_gz(archive, dir.path(), self.limits)?;
+        let manifest_path = dir.path().join(Manifest::FILE_NAME);
+        let Ok(text) = fs::read_to_string(&manifest_path) else {
+            return Err(gust_api::Error::InvalidManifest {
+                problems: vec![Problem {
+                    field: String::new(),
+                    message: format!("the archive has no {} at its top level", Manifest::FILE_NAME),
+                }],
             }
+            .into());
         };
         let spec = Manifest::parse(&text)?;
-        check_handler_exists(&spec, staging.path())?;
-        let digest = tree_digest(staging.path())?;
-        let code_dir = self.code_dir(&digest);
-        if !code_dir.exists() {
-            fs::rename(staging.path(), &code_dir).map_err(Error::io("store code", &code_dir))?;
-        }
+        let source_digest = tree_digest(dir.path())?;
+        Ok(Staged { dir, spec, source_digest })
+    }
+
+    /// The code a build with this key produced before, if it is still on disk.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub fn cached_build(&self, key: &str) -> Result<Option<Digest>> {
+        let digest: Option<String> = self
+            .lock()
+            .query_row("SELECT code_digest FROM builds WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(Error::db("read build cache"))?;
+        Ok(digest.map(Digest::from_stored).filter(|d| self.code_dir(d).is_dir()))
+    }
+
+    /// Records the staged code (as built, when `build_key` is given, or from the cache
+    /// when `cached` is) as the function's new revision taking all traffic, and its
+    /// manifest routes — unless code and spec equal the current revision's, in which case
+    /// nothing changes and the outcome says so.
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`] when the handler is not in the code,
+    /// [`Error::RouteConflict`] naming the route's owner, [`Error::Io`]/[`Error::Database`].
+    pub fn commit(&self, staged: Staged, build: Option<Built<'_>>) -> Result<DeployOutcome> {
+        let Staged { dir, spec, .. } = staged;
+        let (digest, code_dir) = match &build {
+            Some(Built::Cached(digest)) => {
+                let code_dir = self.code_dir(digest);
+                (digest.clone(), code_dir)
+            }
+            None | Some(Built::Fresh { .. }) => {
+                check_handler_exists(&spec, dir.path())?;
+                let digest = tree_digest(dir.path())?;
+                let code_dir = self.code_dir(&digest);
+                if !code_dir.exists() {
+                    fs::rename(dir.path(), &code_dir).map_err(Error::io("store code", &code_dir))?;
+                }
+                (digest, code_dir)
+            }
+        };
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| Error::Corrupt { function: spec.name.to_string(), reason: e.to_string() })?;
         let now = now_ms();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(Error::db("begin deploy"))?;
+        if let Some(Built::Fresh { key }) = &build {
+            tx.execute(
+                "INSERT INTO builds (key, code_digest, created_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET code_digest = excluded.code_digest",
+                params![key, digest.as_str(), now],
+            )
+            .map_err(Error::db("record build"))?;
+        }
         let current: Option<(u32, String, String)> = tx
             .query_row(
                 "SELECT r.number, r.code_digest, r.spec_json FROM functions f
@@ -134,7 +201,7 @@ impl Store {
             && d == digest.as_str()
             && *s == spec_json
         {
-            drop(tx);
+            tx.commit().map_err(Error::db("commit deploy"))?;
             drop(conn);
             let revision = self.revision(&spec.name, *number)?;
             return Ok(DeployOutcome { revision, changed: false });
@@ -156,6 +223,7 @@ impl Store {
             params![spec.name.as_str(), number, digest.as_str(), spec_json, now],
         )
         .map_err(Error::db("record revision"))?;
+        routes::replace_manifest_routes(&tx, &spec.name, &spec.routes, now)?;
         tx.commit().map_err(Error::db("commit deploy"))?;
         let revision = Revision {
             id: RevisionId::new(spec.name.clone(), number),
@@ -260,6 +328,44 @@ impl Store {
     }
 }
 
+/// An upload unpacked and validated, not yet recorded; its directory is removed on drop.
+#[derive(Debug)]
+pub struct Staged {
+    dir: tempfile::TempDir,
+    /// The validated manifest.
+    pub spec: FunctionSpec,
+    /// Digest of the uploaded tree, before any build: the key of the build cache.
+    pub source_digest: Digest,
+}
+
+impl Staged {
+    /// Where the upload is unpacked; a build runs here.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Checks that the manifest's handler is in the code, so a typo fails before a
+    /// build rather than after it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`] naming the handler.
+    pub fn check_handler(&self) -> Result<()> {
+        check_handler_exists(&self.spec, self.dir.path())
+    }
+}
+
+/// How staged code became the revision's code.
+#[derive(Debug, Clone)]
+pub enum Built<'a> {
+    /// A build ran in the staged directory; remember its output under `key`.
+    Fresh {
+        /// The build cache key.
+        key: &'a str,
+    },
+    /// An earlier build with the same key produced this code; the staged files are unused.
+    Cached(Digest),
+}
+
 type RowTuple = (String, u32, String, String, i64);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {
@@ -292,6 +398,17 @@ fn check_handler_exists(spec: &FunctionSpec, dir: &Path) -> Result<()> {
                 return Err(problem(format!("script `{h}` is not in the function directory")));
             }
         }
+        Runtime::Java => {
+            let has_jar = fs::read_dir(dir)
+                .map_err(Error::io("read code directory", dir))?
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "jar"));
+            if !has_jar && !dir.join("classes").is_dir() {
+                return Err(problem(format!(
+                    "no `.jar` file or `classes/` directory holds `{h}`: build one with `build = \"…\"` or deploy the jar"
+                )));
+            }
+        }
         Runtime::Exec => {
             use std::os::unix::fs::PermissionsExt;
             match fs::metadata(dir.join(h)) {
@@ -314,5 +431,6 @@ fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+pub(crate) mod routes;
 #[cfg(test)]
 mod tests;

@@ -69,7 +69,8 @@ fn every_problem_is_listed_with_its_field() {
 name = "Bad_Name"
 runtime = "cobol"
 colour = "blue"
-build = "make"
+input = "numbers"
+build = ""
 
 [env]
 GUST_X = "no"
@@ -91,6 +92,7 @@ concurrency = 0
         "name",
         "runtime",
         "colour",
+        "input",
         "build",
         "env.GUST_X",
         "env.1X",
@@ -131,4 +133,52 @@ fn handler_shapes() {
 fn not_toml() {
     let err = Manifest::parse("name = ").unwrap_err();
     assert!(err.to_string().contains("not valid TOML"), "{err}");
+}
+
+#[test]
+fn builds_and_routes() {
+    let text = r#"
+name = "counter"
+runtime = "java"
+handler = "functions.Counter"
+build = "javac -d classes src/*.java && jar cf func.jar -C classes ."
+
+[limits]
+build_timeout = "2m"
+
+[[routes]]
+method = "patch"
+path = "/counter"
+
+[[routes]]
+path = "/users/{id}"
+"#;
+    let spec = Manifest::parse(text).unwrap();
+    assert_eq!(spec.runtime, Runtime::Java);
+    assert_eq!(spec.scale.concurrency, 32);
+    assert_eq!(spec.build.as_deref(), Some("javac -d classes src/*.java && jar cf func.jar -C classes ."));
+    assert_eq!(spec.limits.build_timeout, Duration::from_secs(120));
+    let routes: Vec<String> = spec.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(routes, ["PATCH /counter", "ANY /users/{id}"]);
+    assert_eq!(Manifest::parse(&spec.to_toml()).unwrap(), spec);
+
+    let bad = r#"
+name = "x"
+runtime = "java"
+
+[[routes]]
+method = "GET"
+path = "/a/{id}"
+
+[[routes]]
+path = "/a/{other}"
+colour = 1
+
+[[routes]]
+path = "nope"
+"#;
+    let got = fields(Manifest::parse(bad).unwrap_err());
+    for want in ["handler", "routes[1]", "routes[1].colour", "routes[2].path"] {
+        assert!(got.contains(&want.to_owned()), "missing {want} in {got:?}");
+    }
 }

@@ -36,6 +36,9 @@ impl New {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for (file, text, executable) in crate::templates::files(name.as_str(), runtime) {
             let path = dir.join(file);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
             fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             if executable {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;

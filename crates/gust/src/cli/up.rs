@@ -32,6 +32,13 @@ pub(crate) struct Up {
     /// Node.js executable for `node` functions (a path or a name on PATH).
     #[arg(long, env = "GUST_NODE")]
     node: Option<String>,
+    /// The `java` of a JDK 17+ for `java` functions (a path or a name on PATH).
+    #[arg(long, env = "GUST_JAVA")]
+    java: Option<String>,
+    /// Serve function NAME at http://NAME.DOMAIN/ too (point a wildcard DNS name or
+    /// /etc/hosts entries at gust), as Knative routes do.
+    #[arg(long, env = "GUST_DOMAIN")]
+    domain: Option<String>,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -86,18 +93,20 @@ impl Up {
             data_dir: data,
             drain_timeout: drain,
             ready_file: self.ready_file.clone(),
-            interpreters: gust_runtime_settings(self.python.clone(), self.node.clone()),
-            gateway: gust_gateway_config(max_upload),
+            interpreters: gust_server::config::InterpreterSettings {
+                python: self.python.clone(),
+                node: self.node.clone(),
+                java: self.java.clone(),
+                path_var: std::env::var("PATH").ok(),
+            },
+            gateway: gust_gateway_config(max_upload, self.domain.clone()),
         })
     }
 }
 
-fn gust_runtime_settings(python: Option<String>, node: Option<String>) -> gust_server::config::InterpreterSettings {
-    gust_server::config::InterpreterSettings { python, node, path_var: std::env::var("PATH").ok() }
-}
-
-fn gust_gateway_config(max_upload: u64) -> gust_server::config::GatewayConfig {
-    gust_server::config::GatewayConfig { max_upload, ..Default::default() }
+fn gust_gateway_config(max_upload: u64, domain: Option<String>) -> gust_server::config::GatewayConfig {
+    let domain = domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
+    gust_server::config::GatewayConfig { max_upload, domain, ..Default::default() }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -125,6 +125,10 @@ def _load_handler():
     if prefix:
         sys.pycache_prefix = prefix
     sys.path.insert(0, code)
+    # Dependencies from requirements.txt, installed at deploy into this revision alone.
+    deps = os.path.join(code, ".gust", "python")
+    if os.path.isdir(deps):
+        sys.path.insert(1, deps)
     # -S skips site's .pth hooks (they cost tens of ms); put site-packages on the path
     # ourselves so installed packages still import.
     try:
