@@ -20,8 +20,9 @@ use clap::{Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The gust server to talk to.
-    #[arg(long, global = true, env = "GUST_URL", default_value = "http://127.0.0.1:8080")]
+    /// The gust server to talk to. Given before the command (`gust --url URL ls`), since
+    /// `gust route create --url` is a route's path, as in Fission.
+    #[arg(long, env = "GUST_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Log filter for the server (e.g. `info`, `gust=debug`).
     #[arg(long, global = true, env = "GUST_LOG", default_value = "info")]

@@ -4,11 +4,13 @@
 //! Helpers here panic to fail the test that called them.
 #![allow(clippy::unwrap_used)]
 
+mod builds;
 mod calls;
 mod deploy;
 mod failures;
 mod instances;
 mod lifecycle;
+mod routes;
 mod runtimes;
 
 use gust_test_support::Gust;
