@@ -297,7 +297,7 @@ fn build_env(function: &str, scratch: &Path) -> Vec<(String, OsString)> {
         ("GUST_BUILD".to_owned(), "1".into()),
     ]);
     // pip's advice to root about virtual environments does not apply: it installs into
-    // the revision's own directory.
+    // the revision's own directory (`--target`, which PEP 668 markers also allow).
     if !env.iter().any(|(k, _)| k == "PIP_ROOT_USER_ACTION") {
         env.push(("PIP_ROOT_USER_ACTION".into(), "ignore".into()));
     }
