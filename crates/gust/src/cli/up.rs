@@ -35,7 +35,7 @@ pub(crate) struct Up {
     /// The `java` of a JDK 17+ for `java` functions (a path or a name on PATH).
     #[arg(long, env = "GUST_JAVA")]
     java: Option<String>,
-    /// Serve function NAME at http://NAME.DOMAIN/ too (point a wildcard DNS name or
+    /// Serve function NAME at `http://NAME.DOMAIN/` too (point a wildcard DNS name or
     /// /etc/hosts entries at gust), as Knative routes do.
     #[arg(long, env = "GUST_DOMAIN")]
     domain: Option<String>,
