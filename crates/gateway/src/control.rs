@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::body::ChannelBody;
+use crate::router::query_pairs;
 use crate::{Error, Gateway, Result};
 
 /// Log lines returned by default when the caller does not say how many.
@@ -66,10 +67,7 @@ pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Respons
         Err(_) if exceeded.load(std::sync::atomic::Ordering::Acquire) => return Err(Error::UploadTooLarge { limit }),
         Err(e) => return Err(Error::BadRequest { message: format!("could not read the upload: {e}") }),
     };
-    let store = gw.store.clone();
-    let staged = tokio::task::spawn_blocking(move || store.stage(&bytes[..]))
-        .await
-        .map_err(|e| Error::Internal(format!("deploy task failed: {e}")))??;
+    let staged = gw.with_store(move |s| s.stage(&bytes[..])).await?;
     let plan = build::plan(&staged.spec, staged.dir(), staged.source_digest.as_str(), gw.supervisor.interpreters())?;
     let (events_tx, mut events_rx) = mpsc::channel::<build::Event>(256);
     if !streamed {
@@ -118,24 +116,20 @@ async fn finish_deploy(
     events: &mpsc::Sender<build::Event>,
 ) -> Result<(DeployResponse, bool)> {
     let function = staged.spec.name.to_string();
-    let store = gw.store.clone();
     let (outcome, build_info) = match plan {
         None => {
-            let outcome = blocking(move || store.commit(staged, None)).await?;
+            let outcome = gw.with_store(move |s| s.commit(staged, None)).await?;
             (outcome, None)
         }
         Some(plan) => {
             let steps: Vec<String> = plan.steps.iter().map(|s| s.label.clone()).collect();
             let key = plan.key.clone();
-            let cached = {
-                let store = store.clone();
-                blocking(move || store.cached_build(&key)).await?
-            };
+            let cached = gw.with_store(move |s| s.cached_build(&key)).await?;
             match cached {
                 Some(digest) => {
                     let _ =
                         events.send(build::Event::Step(format!("reusing the build of these sources ({digest})"))).await;
-                    let outcome = blocking(move || store.commit(staged, Some(Built::Cached(digest)))).await?;
+                    let outcome = gw.with_store(move |s| s.commit(staged, Some(Built::Cached(digest)))).await?;
                     (outcome, Some(BuildInfo { steps, cached: true, seconds: 0.0 }))
                 }
                 None => {
@@ -148,7 +142,8 @@ async fn finish_deploy(
                     build::run(&function, &plan, staged.dir(), events).await?;
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(function, seconds, "built");
-                    let outcome = blocking(move || store.commit(staged, Some(Built::Fresh { key: &plan.key }))).await?;
+                    let outcome =
+                        gw.with_store(move |s| s.commit(staged, Some(Built::Fresh { key: &plan.key }))).await?;
                     (outcome, Some(BuildInfo { steps, cached: false, seconds }))
                 }
             }
@@ -158,11 +153,12 @@ async fn finish_deploy(
     if outcome.changed || gw.registry.get(revision.spec.name.as_str()).is_none() {
         gw.registry.set(revision.clone());
         gw.supervisor.activate(&revision);
-        if outcome.changed {
-            tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
-        }
     }
-    gw.reload_routes().await?;
+    if outcome.changed {
+        // Only a new revision can have replaced the function's manifest routes.
+        gw.reload_routes().await?;
+        tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
+    }
     let resp = DeployResponse {
         function: revision.spec.name.to_string(),
         revision: revision.id.to_string(),
@@ -174,11 +170,6 @@ async fn finish_deploy(
     Ok((resp, outcome.changed))
 }
 
-/// Runs store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> gust_store::Result<T> + Send + 'static) -> Result<T> {
-    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("store task failed: {e}")))??)
-}
-
 fn event_line(event: &DeployEvent) -> Bytes {
     let mut line = serde_json::to_vec(event).unwrap_or_else(|_| b"{}".to_vec());
     line.push(b'\n');
@@ -188,10 +179,7 @@ fn event_line(event: &DeployEvent) -> Bytes {
 /// `GET /api/v1/functions/{name}`.
 pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
-    let store = gw.store.clone();
-    let (revisions, current) = tokio::task::spawn_blocking(move || store.revisions(&fname))
-        .await
-        .map_err(|e| Error::Internal(format!("describe task failed: {e}")))??;
+    let (revisions, current) = gw.with_store(move |s| s.revisions(&fname)).await?;
     let serving = revisions
         .iter()
         .find(|r| r.id.number() == current)
@@ -220,10 +208,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
 /// `DELETE /api/v1/functions/{name}`: stops its instances and forgets it.
 pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
-    let store = gw.store.clone();
-    tokio::task::spawn_blocking(move || store.remove(&fname))
-        .await
-        .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
+    gw.with_store(move |s| s.remove(&fname)).await?;
     gw.registry.remove(name);
     gw.supervisor.remove_function(name);
     // Its routes went with it in the store.
@@ -240,14 +225,13 @@ pub async fn logs(gw: &Gateway, name: &str, query: Option<&str>) -> Result<Respo
     }
     let mut tail = DEFAULT_TAIL;
     let mut follow = false;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in query_pairs(query) {
         match k {
             "tail" => {
                 tail =
                     v.parse().map_err(|_| Error::BadRequest { message: format!("tail must be a number, not `{v}`") })?
             }
-            "follow" => follow = matches!(v, "" | "1" | "true"),
+            "follow" => follow = matches!(v.as_str(), "" | "1" | "true"),
             other => {
                 return Err(Error::BadRequest { message: format!("unknown parameter `{other}`; use tail and follow") });
             }

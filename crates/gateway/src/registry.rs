@@ -22,11 +22,15 @@ impl Registry {
         *self.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
     }
 
+    /// Every custom route, as last loaded from the store.
+    pub fn routes(&self) -> Arc<Vec<StoredRoute>> {
+        self.routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// The custom route for `method` and `path`: of those that match, the most specific
     /// pattern, then one naming the method over an any-method one.
     pub fn find_route(&self, method: &str, path: &str) -> Option<(String, Params)> {
-        let routes = self.routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        routes
+        self.routes()
             .iter()
             .filter(|r| r.spec.method.accepts(method))
             .filter_map(|r| r.spec.path.matches(path).map(|params| (r, params)))

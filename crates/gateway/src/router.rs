@@ -48,6 +48,14 @@ pub enum Api<'a> {
     RemoveRoute,
 }
 
+/// The `key=value` pairs of a query string, values percent-decoded (`+` is a space).
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
+    query.unwrap_or("").split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k, gust_api::route::percent_decode(&v.replace('+', " ")))
+    })
+}
+
 /// Routes `method` + `path` (without the query).
 pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     if let Some(rest) = path.strip_prefix("/function/") {

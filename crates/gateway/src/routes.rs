@@ -9,14 +9,15 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use crate::control::json;
+use crate::router::query_pairs;
 use crate::{Error, Gateway, Result};
 
 /// The largest route request body read.
 const MAX_BODY: usize = 64 << 10;
 
-/// `GET /api/v1/routes`.
+/// `GET /api/v1/routes`, from the registry's copy: no store read.
 pub fn list(gw: &Gateway) -> Result<Response<Body>> {
-    let rows: Vec<RouteRow> = gw.store.routes()?.into_iter().map(|r| row(gw, r)).collect();
+    let rows: Vec<RouteRow> = gw.registry.routes().iter().map(|r| row(gw, r.clone())).collect();
     Ok(json(StatusCode::OK, &rows))
 }
 
@@ -32,10 +33,7 @@ pub async fn create(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
     let spec = spec(asked.method.as_deref().unwrap_or("ANY"), &asked.path)?;
     let function =
         FunctionName::new(&asked.function).map_err(|_| Error::FunctionNotFound { function: asked.function.clone() })?;
-    let store = gw.store.clone();
-    let added = tokio::task::spawn_blocking(move || store.add_route(&function, &spec))
-        .await
-        .map_err(|e| Error::Internal(format!("route task failed: {e}")))??;
+    let added = gw.with_store(move |s| s.add_route(&function, &spec)).await?;
     gw.reload_routes().await?;
     Ok(json(StatusCode::CREATED, &row(gw, added)))
 }
@@ -44,9 +42,7 @@ pub async fn create(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
 pub async fn remove(gw: &Gateway, query: Option<&str>) -> Result<Response<Body>> {
     let mut method = None;
     let mut path = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = gust_api::route::percent_decode(&v.replace('+', " "));
+    for (k, v) in query_pairs(query) {
         match k {
             "method" => method = Some(v),
             "path" => path = Some(v),
@@ -55,10 +51,7 @@ pub async fn remove(gw: &Gateway, query: Option<&str>) -> Result<Response<Body>>
     }
     let path = path.ok_or_else(|| Error::BadRequest { message: "say which route: ?method=M&path=P".into() })?;
     let spec = spec(method.as_deref().unwrap_or("ANY"), &path)?;
-    let store = gw.store.clone();
-    let removed = tokio::task::spawn_blocking(move || store.remove_route(&spec))
-        .await
-        .map_err(|e| Error::Internal(format!("route task failed: {e}")))??;
+    let removed = gw.with_store(move |s| s.remove_route(&spec)).await?;
     gw.reload_routes().await?;
     Ok(json(StatusCode::OK, &row(gw, removed)))
 }
@@ -70,15 +63,11 @@ fn spec(method: &str, path: &str) -> Result<RouteSpec> {
 }
 
 fn row(gw: &Gateway, r: gust_store::StoredRoute) -> RouteRow {
-    let origin = match r.origin {
-        gust_store::RouteOrigin::Manifest => "manifest",
-        gust_store::RouteOrigin::Api => "api",
-    };
     RouteRow {
         method: r.spec.method.to_string(),
         url: format!("{}{}", gw.base_url, r.spec.path),
         path: r.spec.path.to_string(),
         function: r.function,
-        origin: origin.to_owned(),
+        origin: r.origin.as_str().to_owned(),
     }
 }

@@ -60,15 +60,27 @@ impl Gateway {
         format!("{}/function/{name}", self.base_url)
     }
 
+    /// Runs `f` on the store off the async threads: every store call blocks (SQLite,
+    /// file I/O).
+    ///
+    /// # Errors
+    /// The store's error, or [`Error::Internal`] if the task panicked.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> gust_store::Result<T> + Send + 'static,
+    ) -> crate::Result<T> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task failed: {e}")))??)
+    }
+
     /// Reloads the custom routes from the store into the registry.
     ///
     /// # Errors
     /// The store's, when it cannot be read.
     pub async fn reload_routes(&self) -> crate::Result<()> {
-        let store = self.store.clone();
-        let routes = tokio::task::spawn_blocking(move || store.routes())
-            .await
-            .map_err(|e| Error::Internal(format!("route task failed: {e}")))??;
+        let routes = self.with_store(Store::routes).await?;
         self.registry.set_routes(routes);
         Ok(())
     }

@@ -134,7 +134,7 @@ pub fn plan(spec: &FunctionSpec, dir: &Path, source_digest: &str, interpreters: 
     for s in &steps {
         h.update(format!("{}\0{:?}\0{:?}\n", s.label, s.program, s.args));
     }
-    let key = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let key = hex::encode(h.finalize());
     Ok(Some(Plan { key, steps, timeout: spec.limits.build_timeout }))
 }
 
@@ -215,8 +215,7 @@ async fn run_steps(
         };
         let tail: Vec<String> = tail.into();
         match outcome {
-            Ok(Ok(status)) if client_gone => {
-                let _ = status;
+            Ok(Ok(_)) if client_gone => {
                 return Err(failed("the deploying client went away; build abandoned".into(), tail));
             }
             Ok(Ok(status)) if status.success() => {}
@@ -325,8 +324,7 @@ pub fn unfetchable(line: &str) -> Option<String> {
         let pkg = url.rsplit('/').next().unwrap_or(url).replace("%2f", "/").replace("%2F", "/");
         return Some(format!("could not fetch package `{pkg}`: it is not in the npm cache and npm is offline"));
     }
-    if let Some(rest) = npm.strip_prefix("code ENOTFOUND").or_else(|| npm.strip_prefix("errno ENOTFOUND")) {
-        let _ = rest;
+    if npm.starts_with("code ENOTFOUND") || npm.starts_with("errno ENOTFOUND") {
         return Some("could not reach the npm registry (ENOTFOUND)".to_owned());
     }
     None

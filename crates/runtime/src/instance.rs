@@ -18,6 +18,7 @@ use gust_api::wire::LogLine;
 use gust_api::{CallId, Protocol, Runtime};
 use gust_store::Revision;
 use hyper::client::conn::http1::SendRequest;
+use sha2::Digest as _;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
 use tokio::sync::watch;
 
@@ -61,10 +62,8 @@ impl Context {
             .java_invoker
             .get_or_init(|| async move {
                 let text = std::fs::read(&source).map_err(|e| format!("read {}: {e}", source.display()))?;
-                let hash = text
-                    .iter()
-                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
-                let classes = source.with_file_name(format!("java-{hash:016x}"));
+                let hash = hex::encode(sha2::Sha256::digest(&text));
+                let classes = source.with_file_name(format!("java-{}", &hash[..16]));
                 if classes.join("gust").join("Invoker.class").is_file() {
                     return Ok(classes);
                 }
@@ -89,6 +88,14 @@ impl Context {
             .await;
         got.clone().map_err(unavailable)
     }
+}
+
+/// How a new instance becomes reachable.
+enum Ready {
+    /// gust bound the listener and passed it in: requests wait in its backlog at once.
+    Bound(Target),
+    /// The process binds its own `GUST_SOCKET` (or the given `PORT`); poll until it does.
+    Poll(Option<SocketAddr>),
 }
 
 /// Where the gateway reaches an `http` instance.
@@ -183,7 +190,7 @@ impl Instance {
         let mut env = spawn::base_env(&scratch, &interpreter_dirs(&ctx.interpreters));
         env.extend(gust_env(revision, &id, &ctx.pycache_dir));
         env.push(("GUST_SOCKET".into(), socket.clone().into()));
-        let (program, args, listen_fd, target): (PathBuf, Vec<OsString>, Option<OwnedFd>, Target) = match spec.runtime {
+        let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
                     Runtime::Python => (ctx.interpreters.python.path.clone(), ctx.invokers_dir.join("python.py")),
@@ -205,7 +212,7 @@ impl Instance {
                     args.extend(["-I", "-S", "-u"].map(OsString::from));
                 }
                 args.push(invoker.into());
-                (program, args, Some(OwnedFd::from(listener)), Target::Unix(socket.clone()))
+                (program, args, Some(OwnedFd::from(listener)), Ready::Bound(Target::Unix(socket.clone())))
             }
             Runtime::Java => {
                 let java = ctx.interpreters.java.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
@@ -227,7 +234,7 @@ impl Instance {
                     .map(OsString::from)
                     .chain([classpath, "gust.Invoker".into()])
                     .collect();
-                (java, args, None, Target::Unix(socket.clone()))
+                (java, args, None, Ready::Poll(None))
             }
             Runtime::Exec => {
                 let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
@@ -236,7 +243,7 @@ impl Instance {
                     revision.code_dir.join(&spec.handler),
                     Vec::new(),
                     None,
-                    Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+                    Ready::Poll(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
                 )
             }
             Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
@@ -286,10 +293,9 @@ impl Instance {
             let _ = std::fs::remove_dir_all(&watched.dir);
             on_exit(watched);
         });
-        let target = match (spec.runtime, target) {
-            (_, Target::Tcp(addr)) => instance.wait_ready(Some(addr), &socket, deadline).await?,
-            (Runtime::Java, _) => instance.wait_ready(None, &socket, deadline).await?,
-            (_, unix) => unix,
+        let target = match ready {
+            Ready::Bound(target) => target,
+            Ready::Poll(port) => instance.wait_ready(port, &socket, deadline).await?,
         };
         let _ = instance.target.set(target);
         Ok(instance)

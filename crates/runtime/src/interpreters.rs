@@ -79,13 +79,7 @@ fn resolve_java(name: &str, path_var: &str) -> Found {
     let Some(candidate) = which(name, path_var) else {
         return Found { path: None, detail: format!("`{name}` not found on PATH; {hint}") };
     };
-    let out = Command::new(&candidate)
-        .args(["-XshowSettings:properties", "-version"])
-        .env_clear()
-        .env("PATH", path_var)
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .output();
-    let Ok(out) = out else {
+    let Ok(out) = run_probe(&candidate, &["-XshowSettings:properties", "-version"], path_var) else {
         return Found { path: None, detail: format!("`{}` could not run; {hint}", candidate.display()) };
     };
     let text = String::from_utf8_lossy(&out.stderr);
@@ -112,14 +106,7 @@ fn resolve(name: &str, path_var: &str, probe: &[&str], hint: &str) -> Found {
     let Some(candidate) = which(name, path_var) else {
         return Found { path: None, detail: format!("`{name}` not found on PATH; {hint}") };
     };
-    // The probe runs with a clean environment so shims and hooks see what instances see.
-    let out = Command::new(&candidate)
-        .args(probe)
-        .env_clear()
-        .env("PATH", path_var)
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .output();
-    match out {
+    match run_probe(&candidate, probe, path_var) {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout);
             let mut lines = text.lines();
@@ -133,6 +120,17 @@ fn resolve(name: &str, path_var: &str, probe: &[&str], hint: &str) -> Found {
         },
         Err(e) => Found { path: None, detail: format!("`{}` could not run: {e}; {hint}", candidate.display()) },
     }
+}
+
+/// Runs an interpreter once to learn what it really is. The environment is clean but for
+/// `PATH` and `HOME`, so shims and hooks see what instances see.
+fn run_probe(candidate: &Path, args: &[&str], path_var: &str) -> std::io::Result<std::process::Output> {
+    Command::new(candidate)
+        .args(args)
+        .env_clear()
+        .env("PATH", path_var)
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .output()
 }
 
 /// Looks `name` up on `path_var` unless it already contains a `/`.

@@ -72,6 +72,13 @@ struct State {
     closed: Option<Closed>,
 }
 
+impl State {
+    /// Waiting calls whose callers are still there.
+    fn waiting(&self) -> u32 {
+        self.waiters.iter().filter(|w| !w.is_closed()).count() as u32
+    }
+}
+
 /// A place on an instance for one call. Dropping it frees the place and hands it to the
 /// oldest waiting call.
 #[derive(Debug)]
@@ -282,7 +289,7 @@ impl Pool {
         }
         let scale = &self.revision.spec.scale;
         loop {
-            let waiting = st.waiters.iter().filter(|w| !w.is_closed()).count() as u32;
+            let waiting = st.waiting();
             if waiting > st.starting * scale.concurrency && (st.members.len() as u32 + st.starting) < scale.max {
                 self.start_one(st);
             } else {
@@ -420,7 +427,7 @@ impl Pool {
 
     /// Calls waiting for a slot whose callers are still there.
     pub fn queued(&self) -> u32 {
-        self.lock().waiters.iter().filter(|w| !w.is_closed()).count() as u32
+        self.lock().waiting()
     }
 
     /// What `gust describe` shows of each instance.

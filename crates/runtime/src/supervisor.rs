@@ -143,15 +143,8 @@ impl Supervisor {
 
     /// Stops every instance of `function` and forgets its pools and logs.
     pub fn remove_function(&self, function: &str) {
-        let removed: Vec<Arc<Pool>> = {
-            let mut pools = self.lock();
-            let keys: Vec<String> = pools
-                .iter()
-                .filter(|(_, p)| p.revision().spec.name.as_str() == function)
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.into_iter().filter_map(|k| pools.remove(&k)).collect()
-        };
+        let removed: Vec<Arc<Pool>> =
+            self.lock().extract_if(|_, p| p.revision().spec.name.as_str() == function).map(|(_, p)| p).collect();
         for pool in removed {
             pool.close(Closed::Removed);
         }
@@ -160,16 +153,18 @@ impl Supervisor {
 
     /// Instances of `function`, over all its revisions.
     pub fn instances(&self, function: &str) -> Vec<InstanceInfo> {
-        let pools: Vec<Arc<Pool>> =
-            self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect();
-        pools.iter().flat_map(|p| p.infos()).collect()
+        self.pools_of(function).iter().flat_map(|p| p.infos()).collect()
+    }
+
+    /// The pools of every revision of `function`, taken out of the lock so that asking
+    /// them for details never holds it.
+    fn pools_of(&self, function: &str) -> Vec<Arc<Pool>> {
+        self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect()
     }
 
     /// Calls of `function` waiting for a free instance, over all its revisions.
     pub fn queued(&self, function: &str) -> u32 {
-        let pools: Vec<Arc<Pool>> =
-            self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect();
-        pools.iter().map(|p| p.queued()).sum()
+        self.pools_of(function).iter().map(|p| p.queued()).sum()
     }
 
     /// Stops idle instances, keeps `scale.min` warm and forgets drained retired pools,

@@ -4,14 +4,12 @@
 
 use gust_api::{FunctionName, RouteMethod, RoutePattern, RouteSpec};
 use rusqlite::{Transaction, params};
-use serde::{Deserialize, Serialize};
 
 use super::{Store, now_ms};
 use crate::{Error, Result};
 
 /// Where a route came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteOrigin {
     /// `[[routes]]` in the function's manifest.
     Manifest,
@@ -20,7 +18,8 @@ pub enum RouteOrigin {
 }
 
 impl RouteOrigin {
-    fn as_str(self) -> &'static str {
+    /// How it is stored and shown: `manifest` or `api`.
+    pub fn as_str(self) -> &'static str {
         match self {
             RouteOrigin::Manifest => "manifest",
             RouteOrigin::Api => "api",
@@ -29,10 +28,9 @@ impl RouteOrigin {
 }
 
 /// A route and the function it leads to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoute {
     /// Method and path pattern.
-    #[serde(flatten)]
     pub spec: RouteSpec,
     /// The function it leads to.
     pub function: String,
@@ -150,7 +148,8 @@ fn all_routes(conn: &rusqlite::Connection) -> Result<Vec<StoredRoute>> {
             let corrupt = |reason: String| Error::Corrupt { function: function.clone(), reason };
             let method = RouteMethod::parse(&method).map_err(corrupt)?;
             let path = RoutePattern::parse(&path).map_err(corrupt)?;
-            let origin = if origin == "manifest" { RouteOrigin::Manifest } else { RouteOrigin::Api };
+            let origin =
+                if origin == RouteOrigin::Manifest.as_str() { RouteOrigin::Manifest } else { RouteOrigin::Api };
             Ok(StoredRoute { spec: RouteSpec { method, path }, function, origin })
         })
         .collect()
