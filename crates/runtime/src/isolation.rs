@@ -16,6 +16,7 @@ pub const APPLIED: &[&str] = &[
     "private scratch directory",
     "rlimits (no core dumps, 4096 open files)",
     "killed with gust (parent-death signal)",
+    "no_new_privs (no privilege gain through setuid or file capabilities)",
 ];
 
 /// Probes the host. Cheap: reads a few files under `/proc` and `/sys`.

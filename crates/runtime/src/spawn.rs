@@ -1,5 +1,6 @@
-//! Launching an instance's process: a fresh environment, its own process group, rlimits,
-//! a parent-death signal and, for built-in invokers, a pre-bound listening socket as fd 3.
+//! Launching an instance's (or a build's) process: a fresh environment, its own process
+//! group, rlimits, `no_new_privs`, a parent-death signal and, for built-in invokers, a
+//! pre-bound listening socket as fd 3.
 //!
 //! This is the only module that may use `unsafe`: `pre_exec` runs between fork and exec,
 //! where only async-signal-safe calls are allowed. The closure below makes raw syscalls
@@ -73,6 +74,10 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
             // Best effort: fires when the thread that forked exits, and tokio's worker
             // threads live as long as the server.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            // Nothing it runs can gain privileges through setuid binaries or file caps.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }

@@ -130,6 +130,155 @@ fn node_dependencies_install_from_a_local_tarball() {
 }
 
 #[test]
+fn a_node_lock_file_installs_with_npm_ci_and_a_lock_change_rebuilds() {
+    let g = gust();
+    let dep = g.work.join("gust-wrap");
+    std::fs::create_dir_all(&dep).unwrap();
+    let dir = g.work.join("wrapped");
+    let vendor = dir.join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::write(dir.join("gust.toml"), manifest("wrapped", "node", "")).unwrap();
+    std::fs::write(dir.join("handler.js"), "const wrap = require('gust-wrap');\nmodule.exports = (x) => wrap(x);\n")
+        .unwrap();
+    // Packs version `version` of the dependency, points package.json at it and writes the
+    // lock file the way a user's `npm install` would, offline.
+    let depend_on = |version: &str, mark: &str| {
+        std::fs::write(
+            dep.join("package.json"),
+            format!(r#"{{"name":"gust-wrap","version":"{version}","main":"index.js"}}"#),
+        )
+        .unwrap();
+        std::fs::write(dep.join("index.js"), format!("module.exports = (s) => '{mark}' + s + '{mark}';\n")).unwrap();
+        let tgz = std::process::Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&vendor)
+            .current_dir(&dep)
+            .env("npm_config_offline", "true")
+            .output()
+            .unwrap();
+        assert!(tgz.status.success(), "{}", text(&tgz.stderr));
+        std::fs::write(
+            dir.join("package.json"),
+            format!(r#"{{"name":"wrapped","version":"1.0.0","dependencies":{{"gust-wrap":"file:vendor/gust-wrap-{version}.tgz"}}}}"#),
+        )
+        .unwrap();
+        let lock = std::process::Command::new("npm")
+            .args(["install", "--package-lock-only", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .env("npm_config_offline", "true")
+            .output()
+            .unwrap();
+        assert!(lock.status.success(), "{}", text(&lock.stderr));
+        assert!(std::fs::read_to_string(dir.join("package-lock.json")).unwrap().contains(version));
+    };
+    depend_on("1.0.0", "*");
+    let out = deploy_dir(&g, &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("==> npm ci"), "{}", text(&out.stderr));
+    assert_eq!(g.post("wrapped", "hi").text(), "*hi*");
+
+    // A new dependency version changes the lock file: a rebuild and a new revision.
+    depend_on("1.0.1", "~");
+    let out = deploy_dir(&g, &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("==> npm ci"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("wrapped-00002"), "{}", text(&out.stdout));
+    assert_eq!(g.post("wrapped", "hi").text(), "~hi~");
+}
+
+#[test]
+fn node_dependencies_install_offline_from_an_npm_cache_and_a_missing_one_is_named() {
+    // An npm cache holding one registry package, as a user would fill it with
+    // `npm cache add`; gust is started with npm offline against it.
+    let work = tempfile::tempdir().unwrap();
+    let (dep, cache) = (work.path().join("dep"), work.path().join("npm-cache"));
+    std::fs::create_dir_all(&dep).unwrap();
+    std::fs::write(dep.join("package.json"), r#"{"name":"gust-shout","version":"2.0.0","main":"index.js"}"#).unwrap();
+    std::fs::write(dep.join("index.js"), "module.exports = (s) => s.toUpperCase() + '!';\n").unwrap();
+    let npm = |args: &[&str], cwd: &Path| {
+        let out = std::process::Command::new("npm")
+            .args(args)
+            .current_dir(cwd)
+            .env("npm_config_cache", &cache)
+            .env("npm_config_offline", "true")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "npm {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let tgz = dep.join(npm(&["pack", "--silent"], &dep).trim());
+    npm(&["cache", "add", tgz.to_str().unwrap()], &dep);
+    let integrity = {
+        use sha2::Digest as _;
+        let digest = sha2::Sha512::digest(std::fs::read(&tgz).unwrap());
+        format!("sha512-{}", base64(&digest))
+    };
+    let g = gust_env(&[("npm_config_cache", cache.to_str().unwrap()), ("npm_config_offline", "true")]);
+    let lock = format!(
+        r#"{{"name":"shouty","version":"1.0.0","lockfileVersion":3,"requires":true,"packages":{{"":{{"name":"shouty","version":"1.0.0","dependencies":{{"gust-shout":"2.0.0"}}}},"node_modules/gust-shout":{{"version":"2.0.0","resolved":"https://registry.npmjs.org/gust-shout/-/gust-shout-2.0.0.tgz","integrity":"{integrity}"}}}}}}"#
+    );
+    let dir = g.function(
+        "shouty",
+        &[
+            ("gust.toml", &manifest("shouty", "node", "")),
+            ("package.json", r#"{"name":"shouty","version":"1.0.0","dependencies":{"gust-shout":"2.0.0"}}"#),
+            ("package-lock.json", &lock),
+            ("handler.js", "module.exports = (x) => require('gust-shout')(x);\n"),
+        ],
+    );
+    let out = deploy_dir(&g, &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(g.post("shouty", "offline").text(), "OFFLINE!");
+
+    // A dependency the cache does not hold fails the deploy and is named.
+    std::fs::remove_file(dir.join("package-lock.json")).unwrap();
+    std::fs::write(
+        dir.join("package.json"),
+        r#"{"name":"shouty","version":"1.0.0","dependencies":{"gust-shout":"2.0.0","gust-absent":"1.0.0"}}"#,
+    )
+    .unwrap();
+    let out = deploy_dir(&g, &dir);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("could not fetch package `gust-absent`: it is not in the npm cache"), "{err}");
+    assert_eq!(g.post("shouty", "still").text(), "STILL!", "the previous revision keeps serving");
+}
+
+/// Standard base64 with padding, as npm writes integrity hashes.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_rust_function_builds_with_cargo_offline() {
+    let g = gust();
+    let m = manifest(
+        "rusty",
+        "exec",
+        "handler = \"target/release/rusty\"\nbuild = \"cargo build --release --offline --quiet\"",
+    );
+    let cargo = "[package]\nname = \"rusty\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
+    let main = "fn main() {\n    let mut s = String::new();\n    std::io::stdin().read_line(&mut s).unwrap();\n    println!(\"rust says {}\", s.trim());\n}\n";
+    let dir = g.function("rusty", &[("gust.toml", &m), ("Cargo.toml", cargo), ("src/main.rs", main)]);
+    let out = deploy_dir(&g, &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("==> cargo build"), "{}", text(&out.stderr));
+    assert_eq!(g.post("rusty", "hello").text(), "rust says hello\n");
+}
+
+#[test]
 fn a_c_function_builds_with_cc_once_per_source_change() {
     let g = gust();
     let c = "#include <stdio.h>\nint main(void) { puts(\"built from C v1\"); return 0; }\n";
