@@ -106,24 +106,101 @@ fn default_build_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-/// How many instances run and how calls wait for them.
+/// How many instances run and how calls wait for them. The scaling knobs are Knative's
+/// KPA (`autoscaling.knative.dev/*`) with its defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ScalePolicy {
-    /// Calls one instance serves at once. Default 1, or 32 for runtimes that serve
-    /// concurrently by nature (`node`, `exec` over `http`).
+    /// Calls one instance serves at once (Knative's `containerConcurrency`). Default 1,
+    /// or 32 for runtimes that serve concurrently by nature (`node`, `java`, `exec` over
+    /// `http`).
     pub concurrency: u32,
+    /// Concurrency per instance the autoscaler aims for, before `target_utilization`.
+    /// Default: `concurrency`. (0 in specs stored before it existed, read as `concurrency`.)
+    #[serde(default)]
+    pub target: u32,
+    /// Percent of `target` to aim for, leaving room for bursts. Default 70.
+    #[serde(default = "defaults::utilization")]
+    pub target_utilization: u32,
     /// Instances kept even when idle. Default 0 (scale to zero).
     pub min: u32,
     /// Instances at most. Default 10.
     pub max: u32,
-    /// An instance idle this long is stopped. Default 30 s, at least 1 s.
-    #[serde(with = "duration_text")]
-    pub idle_timeout: Duration,
+    /// Instances a new revision starts with and keeps for one stable window. Default 1.
+    #[serde(default = "defaults::initial")]
+    pub initial: u32,
+    /// The window the steady instance count averages over. Default 60 s.
+    #[serde(with = "duration_text", default = "defaults::stable_window")]
+    pub stable_window: Duration,
+    /// The burst window, as a percentage of the stable window. Default 10 (6 s).
+    #[serde(default = "defaults::panic_window")]
+    pub panic_window_percentage: u32,
+    /// Burst demand, as a percentage of the instances ready, that starts panic mode
+    /// (no scale-down until a stable window passes below it). Default 200.
+    #[serde(default = "defaults::panic_threshold")]
+    pub panic_threshold_percentage: u32,
+    /// At most this many times the ready instances per decision. Default 1000.
+    #[serde(default = "defaults::up_rate")]
+    pub max_scale_up_rate: u32,
+    /// At least the ready instances divided by this per decision. Default 2.
+    #[serde(default = "defaults::down_rate")]
+    pub max_scale_down_rate: u32,
+    /// A scale-down waits until it has been wanted for this long. Default 0 s.
+    #[serde(with = "duration_text", default = "defaults::zero")]
+    pub scale_down_delay: Duration,
+    /// How long the last instance stays once none is wanted. Default 30 s.
+    #[serde(with = "duration_text", default = "defaults::grace")]
+    pub scale_to_zero_grace: Duration,
     /// Calls that may wait for a free instance at once; more get 429. Default 100.
     pub queue_depth: u32,
     /// How long a call may wait for a free instance before it gets 429. Default 30 s.
     #[serde(with = "duration_text")]
     pub queue_timeout: Duration,
+}
+
+impl ScalePolicy {
+    /// The autoscaler's target concurrency per instance.
+    pub fn target(&self) -> u32 {
+        if self.target == 0 { self.concurrency } else { self.target }
+    }
+
+    /// The burst window.
+    pub fn panic_window(&self) -> Duration {
+        self.stable_window * self.panic_window_percentage / 100
+    }
+}
+
+/// Knative's KPA defaults (`config/core/configmaps/autoscaler.yaml`), for specs stored
+/// before a knob existed and for manifests that leave it out.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn utilization() -> u32 {
+        70
+    }
+    pub(super) fn initial() -> u32 {
+        1
+    }
+    pub(super) fn stable_window() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn panic_window() -> u32 {
+        10
+    }
+    pub(super) fn panic_threshold() -> u32 {
+        200
+    }
+    pub(super) fn up_rate() -> u32 {
+        1000
+    }
+    pub(super) fn down_rate() -> u32 {
+        2
+    }
+    pub(super) fn zero() -> Duration {
+        Duration::ZERO
+    }
+    pub(super) fn grace() -> Duration {
+        Duration::from_secs(30)
+    }
 }
 
 /// A validated function: everything gust needs to run it, with defaults filled in.
@@ -287,9 +364,34 @@ impl Manifest {
         if let (Some(min), Some(max)) = (min, max) {
             sf.check(min <= max, "min", "must not be larger than scale.max");
         }
-        let idle_timeout = sf
-            .duration("idle_timeout", Duration::from_secs(30))
-            .filter(|d| sf.check(*d >= Duration::from_secs(1), "idle_timeout", "must be at least 1s"));
+        let target = sf.int("target", concurrency.unwrap_or(1), 1, 1000);
+        let target_utilization = sf.int("target_utilization", defaults::utilization(), 1, 100);
+        let initial = sf.int("initial", defaults::initial(), 0, 1000);
+        if let (Some(initial), Some(max)) = (initial, max) {
+            sf.check(initial <= max, "initial", "must not be larger than scale.max");
+        }
+        let hour = Duration::from_secs(3600);
+        let stable_window = sf.duration("stable_window", defaults::stable_window()).filter(|d| {
+            sf.check(*d >= Duration::from_secs(1) && *d <= hour, "stable_window", "must be between 1s and 1h")
+        });
+        let panic_window_percentage = sf.int("panic_window_percentage", defaults::panic_window(), 1, 100);
+        let panic_threshold_percentage = sf.int("panic_threshold_percentage", defaults::panic_threshold(), 110, 1000);
+        let max_scale_up_rate = sf.int("max_scale_up_rate", defaults::up_rate(), 2, 100_000);
+        let max_scale_down_rate = sf.int("max_scale_down_rate", defaults::down_rate(), 2, 1000);
+        let scale_down_delay = sf
+            .duration("scale_down_delay", defaults::zero())
+            .filter(|d| sf.check(*d <= hour, "scale_down_delay", "must be at most 1h"));
+        let scale_to_zero_grace = sf
+            .duration("scale_to_zero_grace", defaults::grace())
+            .filter(|d| sf.check(*d <= hour, "scale_to_zero_grace", "must be at most 1h"));
+        if sf.table.remove("idle_timeout").is_some() {
+            sf.problem(
+                "idle_timeout",
+                "was replaced by Knative's scaling knobs: an instance is stopped when the autoscaler no longer \
+                 needs it, and the last one scale.stable_window + scale.scale_to_zero_grace after the last call"
+                    .to_owned(),
+            );
+        }
         let queue_depth = sf.int("queue_depth", 100, 0, 100_000);
         let queue_timeout = sf
             .duration("queue_timeout", Duration::from_secs(30))
@@ -313,7 +415,16 @@ impl Manifest {
                     concurrency: concurrency?,
                     min: min?,
                     max: max?,
-                    idle_timeout: idle_timeout?,
+                    target: target?,
+                    target_utilization: target_utilization?,
+                    initial: initial?,
+                    stable_window: stable_window?,
+                    panic_window_percentage: panic_window_percentage?,
+                    panic_threshold_percentage: panic_threshold_percentage?,
+                    max_scale_up_rate: max_scale_up_rate?,
+                    max_scale_down_rate: max_scale_down_rate?,
+                    scale_down_delay: scale_down_delay?,
+                    scale_to_zero_grace: scale_to_zero_grace?,
                     queue_depth: queue_depth?,
                     queue_timeout: queue_timeout?,
                 },
@@ -415,11 +526,29 @@ impl FunctionSpec {
         out.push_str(&format!("build_timeout = \"{}\"\n", format_duration(self.limits.build_timeout)));
         let s = &self.scale;
         out.push_str(&format!(
-            "\n[scale]\nconcurrency = {}\nmin = {}\nmax = {}\nidle_timeout = \"{}\"\nqueue_depth = {}\nqueue_timeout = \"{}\"\n",
+            "\n[scale]\nconcurrency = {}\ntarget = {}\ntarget_utilization = {}\nmin = {}\nmax = {}\ninitial = {}\n",
             s.concurrency,
+            s.target(),
+            s.target_utilization,
             s.min,
             s.max,
-            format_duration(s.idle_timeout),
+            s.initial
+        ));
+        out.push_str(&format!(
+            "stable_window = \"{}\"\npanic_window_percentage = {}\npanic_threshold_percentage = {}\n",
+            format_duration(s.stable_window),
+            s.panic_window_percentage,
+            s.panic_threshold_percentage
+        ));
+        out.push_str(&format!(
+            "max_scale_up_rate = {}\nmax_scale_down_rate = {}\nscale_down_delay = \"{}\"\nscale_to_zero_grace = \"{}\"\n",
+            s.max_scale_up_rate,
+            s.max_scale_down_rate,
+            format_duration(s.scale_down_delay),
+            format_duration(s.scale_to_zero_grace)
+        ));
+        out.push_str(&format!(
+            "queue_depth = {}\nqueue_timeout = \"{}\"\n",
             s.queue_depth,
             format_duration(s.queue_timeout)
         ));

@@ -106,8 +106,41 @@ pub struct FunctionDetail {
     /// Calls waiting for a free instance now.
     #[serde(default)]
     pub queued: u32,
+    /// What the autoscaler sees and wants, per revision with a pool.
+    #[serde(default)]
+    pub scaling: Vec<RevisionScale>,
     /// The most recent failed calls, newest first.
     pub recent_errors: Vec<CallError>,
+}
+
+/// The autoscaler's view of one revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RevisionScale {
+    /// The revision.
+    pub revision: String,
+    /// Instances the autoscaler wants.
+    pub desired: u32,
+    /// Instances serving.
+    pub actual: u32,
+    /// Instances starting.
+    pub starting: u32,
+    /// Whether the autoscaler is in panic mode (a burst: no scale-down).
+    pub panic: bool,
+    /// Average concurrency (calls in flight or queued) over the stable window.
+    pub stable_concurrency: f64,
+    /// Average concurrency over the panic window.
+    pub panic_concurrency: f64,
+    /// Calls waiting for a free instance now.
+    pub queued: u32,
+    /// Instances started since the revision's pool was created.
+    pub cold_starts: u64,
+    /// How many of those came from a warm runtime pool or zygote.
+    pub pooled_starts: u64,
+    /// Why this revision's instances start fresh rather than from a warm pool, if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpooled_reason: Option<String>,
+    /// Whether a newer revision has taken over (this one drains).
+    pub retired: bool,
 }
 
 /// One revision of a function.

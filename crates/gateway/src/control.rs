@@ -152,7 +152,7 @@ async fn finish_deploy(
     let revision = Arc::new(outcome.revision);
     if outcome.changed || gw.registry.get(revision.spec.name.as_str()).is_none() {
         gw.registry.set(revision.clone());
-        gw.supervisor.activate(&revision);
+        gw.supervisor.activate(&revision, outcome.changed);
     }
     if outcome.changed {
         // Only a new revision can have replaced the function's manifest routes.
@@ -200,6 +200,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
             .collect(),
         instances: gw.supervisor.instances(name),
         queued: gw.supervisor.queued(name),
+        scaling: gw.supervisor.scaling(name),
         recent_errors: gw.supervisor.logs().recent_errors(name),
     };
     Ok(json(StatusCode::OK, &detail))

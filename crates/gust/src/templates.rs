@@ -6,7 +6,7 @@ use gust_api::Runtime;
 pub(crate) fn files(name: &str, runtime: Runtime) -> Vec<(&'static str, String, bool)> {
     let manifest = |extra: &str| {
         format!(
-            "name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n[env]\nTARGET = \"world\"\n\n[limits]\ntimeout = \"60s\"\nmax_body = \"6Mi\"\n\n[scale]\nmin = 0\nmax = 10\nidle_timeout = \"30s\"\n"
+            "name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n[env]\nTARGET = \"world\"\n\n[limits]\ntimeout = \"60s\"\nmax_body = \"6Mi\"\n\n[scale]\nmin = 0\nmax = 10\nstable_window = \"60s\"       # Knative KPA: the window the instance count averages over\nscale_to_zero_grace = \"30s\" # then the last instance stops\n"
         )
     };
     match runtime {

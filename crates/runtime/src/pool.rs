@@ -8,6 +8,11 @@
 //! [`Error::Overloaded`]; past `scale.queue_timeout` it is [`Error::QueueTimeout`].
 //! Nothing waits forever.
 //!
+//! The steady size is the autoscaler's ([`gust_scaler`], Knative's KPA): the pool keeps
+//! the time-weighted concurrency it sees (calls in flight plus calls waiting), and on
+//! every tick of the supervisor [`Pool::autoscale`] hands the average to the scaler,
+//! starts instances up to what it wants and stops idle ones beyond it.
+//!
 //! All decisions are made under one short `std::sync::Mutex` per pool, never held across
 //! an `.await`. A freed slot is handed straight to the oldest waiter.
 
@@ -15,8 +20,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use gust_api::CallId;
-use gust_api::wire::{InstanceInfo, LogLine};
+use gust_api::wire::{InstanceInfo, LogLine, RevisionScale};
+use gust_api::{CallId, ScalePolicy};
+use gust_scaler::{Decision, Policy, Scaler};
 use gust_store::Revision;
 use tokio::sync::oneshot;
 
@@ -60,7 +66,7 @@ struct Member {
     idle_since: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     members: Vec<Member>,
     /// Instances being started now.
@@ -70,9 +76,75 @@ struct State {
     /// A newer revision took over: keep serving what arrives, stop instances once idle.
     retired: bool,
     closed: Option<Closed>,
+    /// The load the autoscaler is fed.
+    load: Load,
+    scaler: Scaler,
+    /// The scaler's latest answer.
+    decision: Option<Decision>,
+    /// Instances started, and how many of them came from a warm pool.
+    cold_starts: u64,
+    pooled_starts: u64,
+}
+
+/// Concurrency (calls in flight plus calls waiting) integrated over time, so that the
+/// average between two ticks is exact however short the calls are.
+#[derive(Debug)]
+struct Load {
+    current: u32,
+    changed: Instant,
+    area: f64,
+    sampled: Instant,
+}
+
+impl Load {
+    fn new(now: Instant) -> Self {
+        Self { current: 0, changed: now, area: 0.0, sampled: now }
+    }
+
+    /// Adds the area under the current level up to `now`.
+    fn advance(&mut self, now: Instant) {
+        self.area += f64::from(self.current) * now.saturating_duration_since(self.changed).as_secs_f64();
+        self.changed = now;
+    }
+
+    /// The average since the last sample, and the span it covers; starts a new span.
+    fn sample(&mut self, now: Instant) -> (Duration, f64) {
+        self.advance(now);
+        let span = now.saturating_duration_since(self.sampled);
+        let average = if span.is_zero() { f64::from(self.current) } else { self.area / span.as_secs_f64() };
+        self.area = 0.0;
+        self.sampled = now;
+        (span, average)
+    }
+}
+
+/// The autoscaler's policy for a revision's scale settings.
+pub fn policy(scale: &ScalePolicy, initial: u32) -> Policy {
+    Policy {
+        target: f64::from(scale.target()),
+        utilization: f64::from(scale.target_utilization) / 100.0,
+        stable_window: scale.stable_window,
+        panic_window: scale.panic_window(),
+        panic_threshold: f64::from(scale.panic_threshold_percentage) / 100.0,
+        max_scale_up_rate: f64::from(scale.max_scale_up_rate),
+        max_scale_down_rate: f64::from(scale.max_scale_down_rate),
+        scale_down_delay: scale.scale_down_delay,
+        initial,
+        min: scale.min,
+        max: scale.max,
+        scale_to_zero_grace: scale.scale_to_zero_grace,
+    }
 }
 
 impl State {
+    /// Brings the load up to date after calls or waiters changed.
+    fn mark(&mut self) {
+        let now = Instant::now();
+        let current = self.members.iter().map(|m| m.in_flight).sum::<u32>() + self.waiting();
+        self.load.advance(now);
+        self.load.current = current;
+    }
+
     /// Waiting calls whose callers are still there.
     fn waiting(&self) -> u32 {
         self.waiters.iter().filter(|w| !w.is_closed()).count() as u32
@@ -141,9 +213,24 @@ impl Drop for Waiter {
 }
 
 impl Pool {
-    /// A pool for `revision`, empty until the first call (or `scale.min`) starts one.
-    pub fn new(ctx: Arc<Context>, revision: Arc<Revision>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(State::default()), me: me.clone() })
+    /// A pool for `revision`. `initial` instances are wanted for its first stable window
+    /// (`scale.initial` for a new revision; none for one resumed after a restart), and
+    /// the autoscaler's first tick starts them.
+    pub fn new(ctx: Arc<Context>, revision: Arc<Revision>, initial: u32) -> Arc<Self> {
+        let now = Instant::now();
+        let state = State {
+            members: Vec::new(),
+            starting: 0,
+            waiters: VecDeque::new(),
+            retired: false,
+            closed: None,
+            load: Load::new(now),
+            scaler: Scaler::new(policy(&revision.spec.scale, initial), now),
+            decision: None,
+            cold_starts: 0,
+            pooled_starts: 0,
+        };
+        Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(state), me: me.clone() })
     }
 
     /// The revision this pool runs.
@@ -179,6 +266,7 @@ impl Pool {
             if let Some(m) = free_member(&mut st.members, concurrency) {
                 m.in_flight += 1;
                 let instance = m.instance.clone();
+                st.mark();
                 drop(st);
                 return Ok(Slot::new(self.clone(), instance, call));
             }
@@ -194,6 +282,7 @@ impl Pool {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
+            st.mark();
             self.scale_for_waiters(&mut st);
             let waits_for_start = st.waiters.len() <= (st.starting * concurrency) as usize;
             (Waiter { rx, pool: self.clone() }, waits_for_start)
@@ -237,6 +326,7 @@ impl Pool {
             }
         }
         self.dispatch(&mut st);
+        st.mark();
         self.scale_for_waiters(&mut st);
     }
 
@@ -245,6 +335,7 @@ impl Pool {
         {
             let mut st = self.lock();
             st.members.retain(|m| !Arc::ptr_eq(&m.instance, instance));
+            st.mark();
             self.scale_for_waiters(&mut st);
         }
         instance.kill();
@@ -323,8 +414,10 @@ impl Pool {
                     return;
                 }
                 tracing::debug!(instance = %instance.id, "instance started");
+                st.cold_starts += 1;
                 st.members.push(Member { instance, in_flight: 0, served: 0, idle_since: Instant::now() });
                 self.dispatch(&mut st);
+                st.mark();
                 self.scale_for_waiters(&mut st);
             }
             Err(error) => {
@@ -358,36 +451,61 @@ impl Pool {
         });
     }
 
-    /// Stops instances idle past `scale.idle_timeout` (all idle ones once retired) while
-    /// keeping `scale.min`, and starts instances up to `scale.min`. Returns `true` once a
-    /// retired pool is empty and can be forgotten.
-    pub fn reap(&self) -> bool {
-        let scale = &self.revision.spec.scale;
+    /// One autoscaler tick: feeds it the load since the last tick, starts instances up to
+    /// what it wants and stops idle ones beyond it (every idle one once retired). Returns
+    /// `true` once a retired pool is empty and can be forgotten.
+    pub fn autoscale(&self) -> bool {
+        let now = Instant::now();
         let mut st = self.lock();
-        let (idle_timeout, min) = if st.retired { (Duration::ZERO, 0) } else { (scale.idle_timeout, scale.min) };
-        let mut alive = st.members.len() as u32;
+        st.mark();
+        let (span, average) = st.load.sample(now);
+        st.scaler.record(now, span, average);
+        let ready = st.members.len() as u32;
+        let decision = st.scaler.decide(now, ready);
+        st.decision = Some(decision);
+        let desired = if st.retired || st.closed.is_some() { 0 } else { decision.desired };
         let mut to_stop = Vec::new();
-        st.members.retain(|m| {
-            if alive > min && m.in_flight == 0 && m.idle_since.elapsed() >= idle_timeout {
-                alive -= 1;
-                to_stop.push(m.instance.clone());
-                false
-            } else {
-                true
-            }
-        });
-        if !st.retired && st.closed.is_none() {
-            while (st.members.len() as u32 + st.starting) < scale.min {
+        if ready > desired {
+            // The longest idle go first; busy instances are never stopped here.
+            let mut idle: Vec<(Instant, Arc<Instance>)> =
+                st.members.iter().filter(|m| m.in_flight == 0).map(|m| (m.idle_since, m.instance.clone())).collect();
+            idle.sort_by_key(|(since, _)| *since);
+            to_stop.extend(idle.into_iter().take((ready - desired) as usize).map(|(_, i)| i));
+            st.members.retain(|m| !to_stop.iter().any(|i| Arc::ptr_eq(i, &m.instance)));
+        } else if !st.retired && st.closed.is_none() {
+            let cap = desired.min(self.revision.spec.scale.max);
+            while (st.members.len() as u32 + st.starting) < cap {
                 self.start_one(&mut st);
             }
         }
+        st.mark();
         let done = st.retired && st.members.is_empty() && st.starting == 0 && st.waiters.is_empty();
         drop(st);
         for instance in to_stop {
-            tracing::debug!(instance = %instance.id, "stopping idle instance");
+            tracing::debug!(instance = %instance.id, "autoscaler stops an idle instance");
             instance.stop();
         }
         done
+    }
+
+    /// What `gust describe` shows of the autoscaler.
+    pub fn scale_info(&self) -> RevisionScale {
+        let st = self.lock();
+        let d = st.decision;
+        RevisionScale {
+            revision: self.revision.id.to_string(),
+            desired: d.map_or(0, |d| d.desired),
+            actual: st.members.len() as u32,
+            starting: st.starting,
+            panic: d.is_some_and(|d| d.panic),
+            stable_concurrency: d.map_or(0.0, |d| d.stable_concurrency),
+            panic_concurrency: d.map_or(0.0, |d| d.panic_concurrency),
+            queued: st.waiting(),
+            cold_starts: st.cold_starts,
+            pooled_starts: st.pooled_starts,
+            unpooled_reason: None,
+            retired: st.retired,
+        }
     }
 
     /// A newer revision takes the traffic: stop instances as they go idle.

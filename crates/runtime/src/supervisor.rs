@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gust_api::wire::{CallError, InstanceInfo};
+use gust_api::wire::{CallError, InstanceInfo, RevisionScale};
 use gust_api::{CallId, Protocol};
 use gust_store::Revision;
 use http::{Request, Response};
@@ -19,8 +19,8 @@ use crate::logs::{Logs, now_rfc3339};
 use crate::pool::{Closed, Pool};
 use crate::{Error, Result, proxy, stdio};
 
-/// How often idle instances are looked for. Idle timeouts are at least 1 s, so a quarter
-/// second keeps the overshoot small at negligible cost.
+/// How often the autoscaler decides. Knative ticks every 2 s; a quarter second follows a
+/// short stable window closely, and a decision costs microseconds.
 const REAP_EVERY: Duration = Duration::from_millis(250);
 
 /// What the supervisor needs to know about this host.
@@ -92,21 +92,27 @@ impl Supervisor {
     }
 
     /// Makes `revision` its function's serving revision: other revisions' pools retire
-    /// (their instances stop as they go idle) and `scale.min` instances start.
-    pub fn activate(&self, revision: &Arc<Revision>) {
-        let pool = self.pool(revision);
+    /// (their instances stop as they go idle). A `new` revision starts `scale.initial`
+    /// instances at once, as Knative does; one resumed after a restart only `scale.min`.
+    pub fn activate(&self, revision: &Arc<Revision>, new: bool) {
+        let initial = if new { revision.spec.scale.initial } else { 0 };
+        let pool = self
+            .lock()
+            .entry(revision.id.to_string())
+            .or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial))
+            .clone();
         let name = &revision.spec.name;
         for other in self.lock().values() {
             if other.revision().spec.name == *name && !Arc::ptr_eq(other, &pool) {
                 other.retire();
             }
         }
-        pool.reap();
+        pool.autoscale();
     }
 
     fn pool(&self, revision: &Arc<Revision>) -> Arc<Pool> {
         let key = revision.id.to_string();
-        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone())).clone()
+        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), 0)).clone()
     }
 
     /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
@@ -162,13 +168,20 @@ impl Supervisor {
         self.lock().values().filter(|p| p.revision().spec.name.as_str() == function).cloned().collect()
     }
 
+    /// The autoscaler's view of each revision of `function` that has a pool, newest first.
+    pub fn scaling(&self, function: &str) -> Vec<RevisionScale> {
+        let mut out: Vec<RevisionScale> = self.pools_of(function).iter().map(|p| p.scale_info()).collect();
+        out.sort_by(|a, b| b.revision.cmp(&a.revision));
+        out
+    }
+
     /// Calls of `function` waiting for a free instance, over all its revisions.
     pub fn queued(&self, function: &str) -> u32 {
         self.pools_of(function).iter().map(|p| p.queued()).sum()
     }
 
-    /// Stops idle instances, keeps `scale.min` warm and forgets drained retired pools,
-    /// until `shutdown` flips.
+    /// Ticks every pool's autoscaler and forgets drained retired pools, until `shutdown`
+    /// flips.
     pub async fn run_reaper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(REAP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +191,7 @@ impl Supervisor {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
             }
             let pools: Vec<(String, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
-            let done: Vec<String> = pools.into_iter().filter(|(_, p)| p.reap()).map(|(k, _)| k).collect();
+            let done: Vec<String> = pools.into_iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k).collect();
             if !done.is_empty() {
                 let mut map = self.lock();
                 for k in done {

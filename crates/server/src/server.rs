@@ -73,7 +73,7 @@ impl Server {
         for revision in loaded {
             let revision = Arc::new(revision);
             registry.set(revision.clone());
-            supervisor.activate(&revision);
+            supervisor.activate(&revision, false);
         }
         let gateway = Arc::new(Gateway {
             store,

@@ -16,7 +16,12 @@ fn minimal_python_gets_defaults() {
     assert_eq!(spec.limits.max_body, 6 << 20);
     assert_eq!(spec.scale.concurrency, 1);
     assert_eq!(spec.scale.max, 10);
-    assert_eq!(spec.scale.idle_timeout, Duration::from_secs(30));
+    // Knative's KPA defaults, with the target following the hard concurrency.
+    let s = &spec.scale;
+    assert_eq!((s.target(), s.target_utilization, s.initial, s.min), (1, 70, 1, 0));
+    assert_eq!((s.stable_window, s.panic_window()), (Duration::from_secs(60), Duration::from_secs(6)));
+    assert_eq!((s.panic_threshold_percentage, s.max_scale_up_rate, s.max_scale_down_rate), (200, 1000, 2));
+    assert_eq!((s.scale_down_delay, s.scale_to_zero_grace), (Duration::ZERO, Duration::from_secs(30)));
 }
 
 #[test]
@@ -49,7 +54,16 @@ max_body = "1Ki"
 concurrency = 4
 min = 1
 max = 3
-idle_timeout = "1s"
+target = 3
+target_utilization = 90
+initial = 0
+stable_window = "6s"
+panic_window_percentage = 20
+panic_threshold_percentage = 300
+max_scale_up_rate = 10
+max_scale_down_rate = 4
+scale_down_delay = "15s"
+scale_to_zero_grace = "0s"
 queue_depth = 5
 queue_timeout = "500ms"
 "#;
@@ -59,6 +73,8 @@ queue_timeout = "500ms"
     assert_eq!(spec.limits.memory, Some(256 << 20));
     assert_eq!(spec.limits.max_body, 1024);
     assert_eq!(spec.scale.queue_timeout, Duration::from_millis(500));
+    assert_eq!((spec.scale.target(), spec.scale.panic_window()), (3, Duration::from_millis(1200)));
+    assert_eq!(spec.scale.scale_to_zero_grace, Duration::ZERO);
     // What we write back parses to the same spec.
     assert_eq!(Manifest::parse(&spec.to_toml()).unwrap(), spec);
 }
@@ -85,6 +101,8 @@ extra = 1
 min = 5
 max = 2
 idle_timeout = "10ms"
+stable_window = "100ms"
+target_utilization = 0
 concurrency = 0
 "#;
     let got = fields(Manifest::parse(text).unwrap_err());
@@ -101,6 +119,8 @@ concurrency = 0
         "limits.extra",
         "scale.min",
         "scale.idle_timeout",
+        "scale.stable_window",
+        "scale.target_utilization",
         "scale.concurrency",
     ] {
         assert!(got.contains(&want.to_owned()), "missing {want} in {got:?}");
@@ -181,4 +201,17 @@ path = "nope"
     for want in ["handler", "routes[1]", "routes[1].colour", "routes[2].path"] {
         assert!(got.contains(&want.to_owned()), "missing {want} in {got:?}");
     }
+}
+
+#[test]
+fn specs_stored_before_the_scaling_knobs_read_with_knative_defaults() {
+    let spec = Manifest::parse("name = \"n\"\nruntime = \"node\"\n").unwrap();
+    let mut json = serde_json::to_value(&spec).unwrap();
+    let scale = json["scale"].as_object_mut().unwrap();
+    scale.retain(|k, _| ["concurrency", "min", "max", "queue_depth", "queue_timeout"].contains(&k.as_str()));
+    scale.insert("idle_timeout".into(), "30s".into());
+    let old: FunctionSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(old.scale.target(), 32, "the target follows the concurrency");
+    assert_eq!((old.scale.initial, old.scale.stable_window), (1, Duration::from_secs(60)));
+    assert_eq!(old.scale.scale_to_zero_grace, Duration::from_secs(30));
 }

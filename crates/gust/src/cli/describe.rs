@@ -59,6 +59,34 @@ impl Describe {
         if d.queued > 0 {
             println!("{} call(s) waiting for a free instance", d.queued);
         }
+        if !d.scaling.is_empty() {
+            let window = gust_api::quantity::format_duration(d.spec.scale.stable_window);
+            let panic_window = gust_api::quantity::format_duration(d.spec.scale.panic_window());
+            println!("\nScaling (Knative KPA, concurrency over {window} / {panic_window}):");
+            let rows: Vec<[String; 8]> = d
+                .scaling
+                .iter()
+                .map(|s| {
+                    [
+                        if s.retired { format!("{} (retired)", s.revision) } else { s.revision.clone() },
+                        s.desired.to_string(),
+                        if s.starting > 0 { format!("{}+{} starting", s.actual, s.starting) } else { s.actual.to_string() },
+                        if s.panic { "yes".into() } else { "no".into() },
+                        format!("{:.2} / {:.2}", s.stable_concurrency, s.panic_concurrency),
+                        s.queued.to_string(),
+                        s.cold_starts.to_string(),
+                        s.pooled_starts.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["REVISION", "DESIRED", "ACTUAL", "PANIC", "CONCURRENCY", "QUEUED", "COLD STARTS", "FROM POOL"],
+                &rows,
+            );
+            for s in d.scaling.iter().filter_map(|s| s.unpooled_reason.as_ref().map(|r| (s, r))) {
+                println!("{}: starts fresh, not from the warm pool: {}", s.0.revision, s.1);
+            }
+        }
         println!("\nManifest (defaults filled in):");
         for line in d.manifest.lines() {
             println!("  {line}");

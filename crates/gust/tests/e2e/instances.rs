@@ -18,7 +18,13 @@ fn warm_instances_keep_their_scratch_until_idle_then_start_fresh() {
     let g = gust();
     g.deploy(
         "counter",
-        &[("gust.toml", &manifest("counter", "python", "[scale]\nidle_timeout = \"1s\"")), ("handler.py", COUNTER)],
+        &[
+            (
+                "gust.toml",
+                &manifest("counter", "python", "[scale]\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\""),
+            ),
+            ("handler.py", COUNTER),
+        ],
     );
     assert_eq!(g.post("counter", "").text(), "1");
     assert_eq!(g.post("counter", "").text(), "2", "the warm instance and its scratch are reused");
@@ -34,7 +40,13 @@ fn stdio_instances_keep_scratch_too() {
     let script = "#!/bin/sh\necho x >> \"$TMPDIR/n\"\nwc -l < \"$TMPDIR/n\" | tr -d ' '\n";
     g.deploy(
         "shcount",
-        &[("gust.toml", &manifest("shcount", "shell", "[scale]\nidle_timeout = \"1s\"")), ("handler.sh", script)],
+        &[
+            (
+                "gust.toml",
+                &manifest("shcount", "shell", "[scale]\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\""),
+            ),
+            ("handler.sh", script),
+        ],
     );
     assert_eq!(g.post("shcount", "").text().trim(), "1");
     assert_eq!(g.post("shcount", "").text().trim(), "2");
@@ -151,7 +163,7 @@ fn node_serves_concurrent_calls_on_one_instance() {
 #[test]
 fn min_scale_keeps_instances_warm() {
     let g = gust();
-    let idle = "[scale]\nidle_timeout = \"1s\"";
+    let idle = "[scale]\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\"";
     let ok = "def handle(e, c):\n    return 'w'\n";
     g.deploy("warm", &[("gust.toml", &manifest("warm", "python", &format!("{idle}\nmin = 1"))), ("handler.py", ok)]);
     g.deploy("cold", &[("gust.toml", &manifest("cold", "python", idle)), ("handler.py", ok)]);
