@@ -394,3 +394,32 @@ pub fn read(path: &Path) -> String {
     }
     s
 }
+
+/// Sends `n` POSTs to `path` at once (one thread and one connection each, released
+/// together) and returns their status codes; a connection that fails counts as 0.
+pub fn burst(base_url: &str, path: &str, body: &str, n: usize) -> Vec<u16> {
+    let addr = base_url.trim_start_matches("http://").to_owned();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (addr, path, body, start) = (addr.clone(), path.to_owned(), body.to_owned(), start.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return 0 };
+                let _ = s.set_read_timeout(Some(DEADLINE * 2));
+                start.wait();
+                let req = format!(
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(req.as_bytes()).is_err() {
+                    return 0;
+                }
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap_or(0)).collect()
+}

@@ -70,7 +70,11 @@ impl Describe {
                     [
                         if s.retired { format!("{} (retired)", s.revision) } else { s.revision.clone() },
                         s.desired.to_string(),
-                        if s.starting > 0 { format!("{}+{} starting", s.actual, s.starting) } else { s.actual.to_string() },
+                        if s.starting > 0 {
+                            format!("{}+{} starting", s.actual, s.starting)
+                        } else {
+                            s.actual.to_string()
+                        },
                         if s.panic { "yes".into() } else { "no".into() },
                         format!("{:.2} / {:.2}", s.stable_concurrency, s.panic_concurrency),
                         s.queued.to_string(),

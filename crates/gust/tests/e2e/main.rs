@@ -12,6 +12,7 @@ mod instances;
 mod lifecycle;
 mod routes;
 mod runtimes;
+mod scaling;
 
 use gust_test_support::Gust;
 
