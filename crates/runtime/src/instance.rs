@@ -49,6 +49,71 @@ pub struct Context {
     /// The compiled Java invoker's class directory, compiled on first use (once per
     /// invoker source, cached on disk), or why it could not be.
     pub java_invoker: tokio::sync::OnceCell<std::result::Result<PathBuf, String>>,
+    /// The Python zygote, unless the warm pool for Python is off.
+    pub zygote: Option<crate::zygote::Zygote>,
+}
+
+/// Why instances of `spec` must start as fresh processes rather than from the warm pool
+/// of their runtime; `None` when they can be pooled (or the runtime has no pool).
+pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
+    match spec.runtime {
+        Runtime::Python if ctx.zygote.is_none() => {
+            return Some("the warm pool for python is off (gust up --pool)".to_owned());
+        }
+        Runtime::Python => {}
+        _ => return None,
+    }
+    // The dynamic loader, the C library and the interpreter read these only when a
+    // process starts; a pooled process started before they were set would ignore them.
+    let startup_only = |k: &str| {
+        k.starts_with("LD_")
+            || k.starts_with("LC_")
+            || k.starts_with("MALLOC_")
+            || matches!(k, "LANG" | "LANGUAGE" | "GLIBC_TUNABLES")
+    };
+    let keys: Vec<&str> = spec.env.keys().map(String::as_str).filter(|k| startup_only(k)).collect();
+    (!keys.is_empty()).then(|| format!("env sets {}, read only when a process starts", keys.join(", ")))
+}
+
+/// A started instance process, however it was made.
+struct Launched {
+    pid: u32,
+    stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    /// Resolves with how the process ended.
+    exited: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
+    /// Whether it came from a warm pool.
+    pooled: bool,
+}
+
+impl Launched {
+    fn spawned(launch: Launch) -> std::io::Result<Self> {
+        let mut child = spawn::spawn(launch)?;
+        let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>);
+        let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>);
+        Ok(Self {
+            pid: child.id().unwrap_or(0),
+            stdout,
+            stderr,
+            exited: Box::pin(async move {
+                match child.wait().await {
+                    Ok(s) => describe_exit(s),
+                    Err(e) => format!("could not be waited for: {e}"),
+                }
+            }),
+            pooled: false,
+        })
+    }
+
+    fn forked(f: crate::zygote::Forked) -> Self {
+        Self {
+            pid: f.pid,
+            stdout: Some(Box::new(f.stdout)),
+            stderr: Some(Box::new(f.stderr)),
+            exited: Box::pin(async move { f.exited.await.unwrap_or_else(|_| "exited".to_owned()) }),
+            pooled: true,
+        }
+    }
 }
 
 impl Context {
@@ -129,6 +194,8 @@ pub struct Instance {
     dead: watch::Receiver<bool>,
     /// Responses it has begun, to tell a failure to start from a crash later on.
     answered: std::sync::atomic::AtomicU64,
+    /// Whether its process came from a warm pool (a zygote fork).
+    pub pooled: bool,
 }
 
 /// The process behind an `http` instance.
@@ -183,6 +250,7 @@ impl Instance {
                 state: Mutex::new(State::default()),
                 dead: dead_rx,
                 answered: Default::default(),
+                pooled: false,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -248,16 +316,16 @@ impl Instance {
             }
             Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
         };
-        let mut child = spawn::spawn(Launch {
-            program: program.clone(),
-            args,
-            env,
-            cwd: revision.code_dir.clone(),
-            listen_fd,
-            stdin: false,
-        })
+        let launch =
+            Launch { program: program.clone(), args, env, cwd: revision.code_dir.clone(), listen_fd, stdin: false };
+        let launched = match (&ctx.zygote, spec.runtime) {
+            (Some(zygote), Runtime::Python) if unpooled_reason(ctx, spec).is_none() => {
+                Self::fork_or_spawn(zygote, launch).await
+            }
+            _ => Launched::spawned(launch),
+        }
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
-        let pid = child.id().unwrap_or(0);
+        let pid = launched.pid;
         let instance = Arc::new(Instance {
             id,
             revision: revision.clone(),
@@ -269,23 +337,21 @@ impl Instance {
             state: Mutex::new(State::default()),
             dead: dead_rx,
             answered: Default::default(),
+            pooled: launched.pooled,
         });
         let readers = [
-            child.stdout.take().map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
-            child.stderr.take().map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s))),
+            launched.stdout.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
+            launched.stderr.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s))),
         ];
         let watched = instance.clone();
+        let exited = launched.exited;
         tokio::spawn(async move {
-            let status = child.wait().await;
+            let how = exited.await;
             // Let the readers drain what the process wrote last (a traceback, usually),
             // but do not wait on grandchildren that keep the pipes open.
             for r in readers.into_iter().flatten() {
                 let _ = tokio::time::timeout(Duration::from_millis(250), r).await;
             }
-            let how = match status {
-                Ok(s) => describe_exit(s),
-                Err(e) => format!("could not be waited for: {e}"),
-            };
             watched.lock().exit = Some(how);
             let _ = dead_tx.send(true);
             // Whatever else is left in its group goes too.
@@ -299,6 +365,23 @@ impl Instance {
         };
         let _ = instance.target.set(target);
         Ok(instance)
+    }
+
+    /// Forks the instance from the zygote; if that fails, starts it fresh (and says why).
+    async fn fork_or_spawn(zygote: &crate::zygote::Zygote, mut launch: Launch) -> std::io::Result<Launched> {
+        let Some(listener) = launch.listen_fd.as_ref().map(OwnedFd::try_clone).transpose()? else {
+            return Launched::spawned(launch);
+        };
+        match zygote.fork(&launch.env, &launch.cwd, listener).await {
+            Ok(forked) => {
+                launch.listen_fd = None;
+                Ok(Launched::forked(forked))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "zygote fork failed; starting the instance fresh");
+                Launched::spawned(launch)
+            }
+        }
     }
 
     /// Polls an executable's `PORT` (or `GUST_SOCKET`) until it accepts, it dies or the

@@ -32,8 +32,9 @@ pub mod proxy;
 pub mod spawn;
 pub mod stdio;
 pub mod supervisor;
+pub mod zygote;
 
 pub use body::Body;
 pub use error::{Error, Result};
 pub use interpreters::Interpreters;
-pub use supervisor::{Supervisor, SupervisorConfig};
+pub use supervisor::{Supervisor, SupervisorConfig, WarmPools};

@@ -415,6 +415,7 @@ impl Pool {
                 }
                 tracing::debug!(instance = %instance.id, "instance started");
                 st.cold_starts += 1;
+                st.pooled_starts += u64::from(instance.pooled);
                 st.members.push(Member { instance, in_flight: 0, served: 0, idle_since: Instant::now() });
                 self.dispatch(&mut st);
                 st.mark();
@@ -503,7 +504,7 @@ impl Pool {
             queued: st.waiting(),
             cold_starts: st.cold_starts,
             pooled_starts: st.pooled_starts,
-            unpooled_reason: None,
+            unpooled_reason: crate::instance::unpooled_reason(&self.ctx, &self.revision.spec),
             retired: st.retired,
         }
     }

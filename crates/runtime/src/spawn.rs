@@ -121,3 +121,49 @@ pub fn base_env(scratch: &Path, extra_path: &[PathBuf]) -> Vec<(String, OsString
         ("LANG".to_owned(), "C.UTF-8".into()),
     ]
 }
+
+/// Sends `data` over a Unix stream socket with `fds` attached (`SCM_RIGHTS`): the kernel
+/// gives the receiver its own copies of the descriptors. Used to hand a zygote the
+/// listener and pipes of the instance it is to fork.
+///
+/// # Errors
+/// The `io::Error` of `sendmsg` or of writing the rest of `data`.
+pub fn send_with_fds(
+    sock: &std::os::unix::net::UnixStream,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let raw: Vec<libc::c_int> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    let payload_u32 = u32::try_from(payload).map_err(|_| std::io::Error::other("too many descriptors"))?;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload_u32) } as usize;
+    // u64 elements keep the control buffer aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `space` zeroed, aligned bytes, which CMSG_SPACE sized
+    // for one header and `payload` bytes of data; CMSG_FIRSTHDR therefore returns a
+    // non-null pointer inside it, and CMSG_DATA leaves room for `payload` bytes. `iov`
+    // and `control` outlive the sendmsg call; `data` is only read.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(std::io::Error::other("no room for the control message"));
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_u32) as _;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload);
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    let sent = usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())?;
+    // The descriptors travelled with the first byte; whatever did not fit follows.
+    (&*sock).write_all(&data[sent..])
+}

@@ -30,6 +30,32 @@ pub struct SupervisorConfig {
     pub data_dir: PathBuf,
     /// Interpreters found at start-up.
     pub interpreters: Interpreters,
+    /// Warm processes kept per runtime.
+    pub pools: WarmPools,
+}
+
+/// Warm processes kept per runtime, so a cold start skips the interpreter's start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmPools {
+    /// Run the Python zygote, from which every Python cold start forks.
+    pub python: bool,
+}
+
+impl Default for WarmPools {
+    fn default() -> Self {
+        Self { python: true }
+    }
+}
+
+/// Stops the zygote when shutdown is over, however it ends.
+struct StopZygote<'a>(&'a Context);
+
+impl Drop for StopZygote<'_> {
+    fn drop(&mut self) {
+        if let Some(z) = &self.0.zygote {
+            z.stop();
+        }
+    }
 }
 
 /// Runs every function's instances.
@@ -63,6 +89,17 @@ impl Supervisor {
             let path = invokers_dir.join(name);
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
+        let zygote = match (&config.interpreters.python.path, config.pools.python) {
+            (Some(python), true) => {
+                let dir = run_dir.join("zygote-python");
+                let env = crate::spawn::base_env(
+                    &dir.join("scratch"),
+                    &crate::instance::interpreter_dirs(&config.interpreters),
+                );
+                Some(crate::zygote::Zygote::new(python.clone(), invokers_dir.join("python.py"), dir, env))
+            }
+            _ => None,
+        };
         let logs_dir = config.data_dir.join("logs");
         let logs = Arc::new(Logs::open(&logs_dir).map_err(Error::io("create directory", &logs_dir))?);
         let ctx = Arc::new(Context {
@@ -72,7 +109,18 @@ impl Supervisor {
             interpreters: config.interpreters,
             logs,
             java_invoker: tokio::sync::OnceCell::new(),
+            zygote,
         });
+        if ctx.zygote.is_some() {
+            let warm = ctx.clone();
+            tokio::spawn(async move {
+                if let Some(z) = warm.zygote.as_ref()
+                    && let Err(e) = z.warm_up().await
+                {
+                    tracing::warn!(error = %e, "the python zygote did not start; python instances start fresh");
+                }
+            });
+        }
         Ok(Arc::new(Self { ctx, pools: Mutex::new(HashMap::new()), shutting_down: AtomicBool::new(false) }))
     }
 
@@ -204,6 +252,7 @@ impl Supervisor {
     /// Refuses new calls, waits up to `grace` for calls in flight, then stops every
     /// instance and waits (briefly) for them to exit.
     pub async fn shutdown(&self, grace: Duration) {
+        let _stop_zygote_last = StopZygote(&self.ctx);
         self.shutting_down.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
         loop {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use gust_gateway::GatewayConfig;
+pub use gust_runtime::WarmPools;
 pub use gust_runtime::interpreters::InterpreterSettings;
 
 /// Everything `gust up` is told by flags and environment, validated.
@@ -23,4 +24,6 @@ pub struct Config {
     pub interpreters: InterpreterSettings,
     /// Gateway limits.
     pub gateway: GatewayConfig,
+    /// Warm processes kept per runtime.
+    pub pools: WarmPools,
 }

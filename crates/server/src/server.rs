@@ -46,9 +46,12 @@ impl Server {
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
         let store = Arc::new(store);
-        let supervisor =
-            Supervisor::new(SupervisorConfig { data_dir: config.data_dir.clone(), interpreters: interpreters.clone() })
-                .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
+        let supervisor = Supervisor::new(SupervisorConfig {
+            data_dir: config.data_dir.clone(),
+            interpreters: interpreters.clone(),
+            pools: config.pools,
+        })
+        .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;

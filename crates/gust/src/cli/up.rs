@@ -39,6 +39,11 @@ pub(crate) struct Up {
     /// /etc/hosts entries at gust), as Knative routes do.
     #[arg(long, env = "GUST_DOMAIN")]
     domain: Option<String>,
+    /// Warm pools per runtime: `python=1` runs the Python zygote every Python cold start
+    /// forks from, `python=0` starts each instance as a fresh interpreter; `off` turns
+    /// every pool off.
+    #[arg(long, env = "GUST_POOL", default_value = "python=1")]
+    pool: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -73,6 +78,7 @@ impl Up {
             .unwrap_or(Duration::from_secs(30));
         let max_upload =
             parse_bytes(&self.max_upload).map_err(|e| problems.push(format!("--max-upload: {e}"))).unwrap_or(100 << 20);
+        let pools = parse_pools(&self.pool).map_err(|e| problems.push(format!("--pool: {e}"))).unwrap_or_default();
         let data = match &self.data {
             Some(d) => d.clone(),
             None => match std::env::var_os("HOME") {
@@ -100,6 +106,7 @@ impl Up {
                 path_var: std::env::var("PATH").ok(),
             },
             gateway: gust_gateway_config(max_upload, self.domain.clone()),
+            pools,
         })
     }
 }
@@ -107,6 +114,26 @@ impl Up {
 fn gust_gateway_config(max_upload: u64, domain: Option<String>) -> gust_server::config::GatewayConfig {
     let domain = domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
     gust_server::config::GatewayConfig { max_upload, domain, ..Default::default() }
+}
+
+/// `python=1,…` or `off`.
+fn parse_pools(text: &str) -> Result<gust_server::config::WarmPools, String> {
+    let mut pools = gust_server::config::WarmPools::default();
+    if text.trim() == "off" {
+        return Ok(gust_server::config::WarmPools { python: false });
+    }
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (runtime, size) = item.split_once('=').ok_or_else(|| format!("`{item}` is not RUNTIME=SIZE"))?;
+        let size: u32 = size.trim().parse().map_err(|_| format!("`{item}`: the size must be a whole number"))?;
+        match runtime.trim() {
+            "python" if size <= 1 => pools.python = size == 1,
+            "python" => {
+                return Err("python=N: the zygote is one process that forks every instance, so N is 0 or 1".into());
+            }
+            other => return Err(format!("`{other}` has no warm pool (python has)")),
+        }
+    }
+    Ok(pools)
 }
 
 /// Resolves on SIGINT or SIGTERM.

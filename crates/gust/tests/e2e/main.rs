@@ -10,6 +10,7 @@ mod deploy;
 mod failures;
 mod instances;
 mod lifecycle;
+mod pools;
 mod routes;
 mod runtimes;
 mod scaling;

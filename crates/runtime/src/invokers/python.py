@@ -351,5 +351,102 @@ def main():
         threading.Thread(target=serve_conn, args=(conn, fn, full), daemon=True).start()
 
 
-if __name__ == "__main__":
+def _emit(event):
+    """One JSON line to gust on the zygote's stdout; os.write, as it runs in a signal
+    handler too (lines stay far below PIPE_BUF, so each write is atomic)."""
+    os.write(1, (_json().dumps(event) + "\n").encode())
+
+
+def _reap(_signum, _frame):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if os.WIFSIGNALED(status):
+            _emit({"exit": pid, "signal": os.WTERMSIG(status)})
+        else:
+            _emit({"exit": pid, "code": os.WEXITSTATUS(status)})
+
+
+def _become(request, fds, prctl):
+    """In a freshly forked child: take the instance's pipes and socket, its environment
+    and working directory, and serve as that function's instance."""
+    import signal
+    import time
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setpgid(0, 0)
+    if prctl is not None:
+        prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: go with the zygote (which goes with gust)
+    listener, out, err = fds
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.dup2(listener, 3)  # closes the zygote's request socket in this child
+    for fd in fds:
+        if fd > 3:
+            os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    time.tzset()
     main()
+
+
+def zygote():
+    """SOCK-style zygote: the interpreter and the invoker's imports are loaded once; each
+    request on fd 3 (JSON + the instance's listener, stdout and stderr via SCM_RIGHTS)
+    forks a child that becomes the instance. Replies and child exits go to gust as JSON
+    lines on stdout."""
+    import signal
+    # What every instance would import anyway, imported once here.
+    import importlib  # noqa: F401
+    import json  # noqa: F401
+    import threading  # noqa: F401
+    import traceback  # noqa: F401
+    import site
+    site.getsitepackages()
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except Exception:
+        prctl = None
+    ctl = socket.socket(fileno=3)
+    signal.signal(signal.SIGCHLD, _reap)
+    _emit({"ready": os.getpid()})
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 3)
+        if not data:
+            os._exit(0)
+        while not data.endswith(b"\n"):
+            more = ctl.recv(1 << 20)
+            if not more:
+                os._exit(0)
+            data += more
+        request = _json().loads(data)
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            _emit({"error": "expected 3 descriptors, got %d" % len(fds)})
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _become(request, fds, prctl)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(70)
+        for fd in fds:
+            os.close(fd)
+        _emit({"pid": pid})
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--zygote"]:
+        zygote()
+    else:
+        main()

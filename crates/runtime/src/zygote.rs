@@ -1,0 +1,260 @@
+//! The Python zygote: one interpreter that has loaded the invoker and its imports, and
+//! forks a child per cold start that becomes the instance (as in SOCK, Oakes et al.,
+//! ATC 2018). A fork costs about a millisecond where a fresh interpreter costs ten.
+//!
+//! The zygote is started by gust like any instance (own process group, rlimits,
+//! `no_new_privs`, parent-death signal, an environment gust builds). Requests go to it
+//! on a Unix socket as its fd 3: a JSON line with the instance's environment and working
+//! directory, with the instance's pre-bound listener and the write ends of its stdout and
+//! stderr pipes attached (`SCM_RIGHTS`). Its stdout carries JSON lines back: the pid of
+//! each child, and how each child ended (gust is not the children's parent, so it cannot
+//! wait for them itself). A child puts itself in its own process group, dies with the
+//! zygote (`PR_SET_PDEATHSIG`), and inherits the zygote's limits; per-instance isolation
+//! applied after the fork slots in at that point of `_become` in the invoker.
+//!
+//! If the zygote dies, its children die with it, are reported gone, and the next cold
+//! start brings up a new zygote.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use crate::spawn::{self, Launch, SIGKILL};
+
+/// How long a zygote may take to start, or to answer one fork.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// A forked instance process.
+#[derive(Debug)]
+pub struct Forked {
+    /// Its pid, which is also its process group.
+    pub pid: u32,
+    /// The read end of its stdout.
+    pub stdout: pipe::Receiver,
+    /// The read end of its stderr.
+    pub stderr: pipe::Receiver,
+    /// Resolves with how it ended ("exited with status 3").
+    pub exited: oneshot::Receiver<String>,
+}
+
+/// Starts Python instances by forking them from a pre-loaded interpreter.
+#[derive(Debug)]
+pub struct Zygote {
+    python: PathBuf,
+    invoker: PathBuf,
+    dir: PathBuf,
+    env: Vec<(String, OsString)>,
+    live: tokio::sync::Mutex<Option<Live>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    ctl: std::os::unix::net::UnixStream,
+    pid: u32,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// What the reader of the zygote's replies shares with the forking side.
+#[derive(Debug, Default)]
+struct Shared {
+    dead: bool,
+    /// Forks waiting for their pid, in the order they were asked for.
+    pending: VecDeque<oneshot::Sender<Result<u32, String>>>,
+    /// Children whose end someone waits for.
+    exits: HashMap<u32, oneshot::Sender<String>>,
+    /// Ends reported before anyone waited for them (a child that died at once).
+    early: HashMap<u32, String>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // Plain maps; every update leaves them consistent.
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Zygote {
+    /// A zygote that will run `invoker --zygote` with `python` in `dir`, with `env` (the
+    /// base environment; each child gets its own in full).
+    pub fn new(python: PathBuf, invoker: PathBuf, dir: PathBuf, env: Vec<(String, OsString)>) -> Self {
+        Self { python, invoker, dir, env, live: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Starts the zygote unless it is running, so the first cold start finds it ready.
+    ///
+    /// # Errors
+    /// Why it could not start.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        let mut live = self.live.lock().await;
+        self.ensure(&mut live).await.map(|_| ())
+    }
+
+    async fn ensure<'a>(&self, live: &'a mut Option<Live>) -> Result<&'a Live, String> {
+        if live.as_ref().is_none_or(|l| lock(&l.shared).dead) {
+            *live = Some(self.start().await?);
+        }
+        live.as_ref().ok_or_else(|| "the zygote is not running".to_owned())
+    }
+
+    async fn start(&self) -> Result<Live, String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        let (ctl, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let mut child = spawn::spawn(Launch {
+            program: self.python.clone(),
+            args: ["-I", "-S", "-u"]
+                .map(OsString::from)
+                .into_iter()
+                .chain([self.invoker.clone().into(), "--zygote".into()])
+                .collect(),
+            env: self.env.clone(),
+            cwd: self.dir.clone(),
+            listen_fd: Some(OwnedFd::from(theirs)),
+            stdin: false,
+        })
+        .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
+        let pid = child.id().unwrap_or(0);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(read_replies(out, shared.clone(), ready_tx));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::warn!(zygote = pid, "{line}");
+                }
+            });
+        }
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            tracing::debug!(zygote = pid, ?status, "python zygote exited");
+        });
+        match tokio::time::timeout(ANSWER_WITHIN, ready_rx).await {
+            Ok(Ok(())) => {
+                tracing::debug!(zygote = pid, "python zygote ready");
+                Ok(Live { ctl, pid, shared })
+            }
+            _ => {
+                spawn::signal_group(pid, SIGKILL);
+                Err("the Python zygote did not start".to_owned())
+            }
+        }
+    }
+
+    /// Forks an instance with `env` (its whole environment) in `cwd`, serving on
+    /// `listener`.
+    ///
+    /// # Errors
+    /// Why the fork failed; the caller then starts the instance fresh.
+    pub async fn fork(&self, env: &[(String, OsString)], cwd: &Path, listener: OwnedFd) -> Result<Forked, String> {
+        let (out_w, stdout) = pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (err_w, stderr) = pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
+        // The child writes with ordinary blocking writes.
+        let out_w = out_w.into_blocking_fd().map_err(|e| format!("pipe: {e}"))?;
+        let err_w = err_w.into_blocking_fd().map_err(|e| format!("pipe: {e}"))?;
+        let env: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned().into())).collect();
+        let mut request = serde_json::json!({ "env": env, "cwd": cwd.to_string_lossy() }).to_string();
+        request.push('\n');
+
+        let mut live = self.live.lock().await;
+        let zygote = self.ensure(&mut live).await?;
+        let (tx, rx) = oneshot::channel();
+        lock(&zygote.shared).pending.push_back(tx);
+        if let Err(e) =
+            spawn::send_with_fds(&zygote.ctl, request.as_bytes(), &[listener.as_fd(), out_w.as_fd(), err_w.as_fd()])
+        {
+            lock(&zygote.shared).pending.pop_back();
+            return Err(format!("could not reach the zygote: {e}"));
+        }
+        // Only the child may hold the write ends, so its pipes close when it ends.
+        drop((listener, out_w, err_w));
+        let pid = match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err("the zygote went away".to_owned()),
+            Err(_) => {
+                spawn::signal_group(zygote.pid, SIGKILL);
+                return Err("the zygote did not answer".to_owned());
+            }
+        };
+        let (exit_tx, exited) = oneshot::channel();
+        let mut sh = lock(&zygote.shared);
+        match sh.early.remove(&pid) {
+            Some(how) => {
+                let _ = exit_tx.send(how);
+            }
+            None => {
+                sh.exits.insert(pid, exit_tx);
+            }
+        }
+        Ok(Forked { pid, stdout, stderr, exited })
+    }
+
+    /// Stops the zygote (its children go with it).
+    pub fn stop(&self) {
+        if let Ok(live) = self.live.try_lock()
+            && let Some(l) = live.as_ref()
+        {
+            spawn::signal_group(l.pid, SIGKILL);
+        }
+    }
+}
+
+/// Reads the zygote's JSON lines until it exits, then reports every child gone.
+async fn read_replies(out: tokio::process::ChildStdout, shared: Arc<Mutex<Shared>>, ready: oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            tracing::warn!("python zygote said: {line}");
+            continue;
+        };
+        let mut sh = lock(&shared);
+        if msg.get("ready").is_some() {
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+        } else if let Some(pid) = msg.get("pid").and_then(serde_json::Value::as_u64) {
+            if let Some(tx) = sh.pending.pop_front() {
+                let _ = tx.send(u32::try_from(pid).map_err(|_| "bad pid".to_owned()));
+            }
+        } else if let Some(error) = msg.get("error").and_then(serde_json::Value::as_str) {
+            if let Some(tx) = sh.pending.pop_front() {
+                let _ = tx.send(Err(format!("the zygote refused: {error}")));
+            }
+        } else if let Some(pid) =
+            msg.get("exit").and_then(serde_json::Value::as_u64).and_then(|p| u32::try_from(p).ok())
+        {
+            let how = match (msg.get("code").and_then(serde_json::Value::as_i64), msg.get("signal")) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "exited".to_owned(),
+            };
+            match sh.exits.remove(&pid) {
+                Some(tx) => {
+                    let _ = tx.send(how);
+                }
+                None => {
+                    sh.early.insert(pid, how);
+                }
+            }
+        }
+    }
+    let mut sh = lock(&shared);
+    sh.dead = true;
+    for tx in sh.pending.drain(..) {
+        let _ = tx.send(Err("the zygote exited".to_owned()));
+    }
+    for (pid, tx) in sh.exits.drain() {
+        // They die with the zygote (parent-death signal); make sure of it.
+        spawn::signal_group(pid, SIGKILL);
+        let _ = tx.send("was killed because its Python zygote exited".to_owned());
+    }
+}
