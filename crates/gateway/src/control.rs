@@ -184,6 +184,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
         .iter()
         .find(|r| r.id.number() == current)
         .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision {current}")))?;
+    let scaling = gw.supervisor.scaling(name);
     let detail = FunctionDetail {
         name: name.to_owned(),
         url: gw.function_url(name),
@@ -199,8 +200,8 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
             })
             .collect(),
         instances: gw.supervisor.instances(name),
-        queued: gw.supervisor.queued(name),
-        scaling: gw.supervisor.scaling(name),
+        queued: scaling.iter().map(|s| s.queued).sum(),
+        scaling,
         recent_errors: gw.supervisor.logs().recent_errors(name),
     };
     Ok(json(StatusCode::OK, &detail))

@@ -28,6 +28,11 @@ use crate::logs::{Logs, MAX_LINE, now_rfc3339};
 use crate::spawn::{self, Launch, SIGKILL, SIGTERM};
 use crate::{Error, Result};
 
+/// How every Python invoker process (instance or zygote) is run. -I: ignore PYTHON*
+/// variables and the user site; -S: skip site's .pth hooks (the invoker adds
+/// site-packages itself); -u: unbuffered output.
+pub(crate) const PYTHON_FLAGS: [&str; 3] = ["-I", "-S", "-u"];
+
 /// Lines of an instance's latest output kept to explain a crash.
 const LAST_OUTPUT: usize = 12;
 /// How long a stopped instance gets between SIGTERM and SIGKILL.
@@ -275,9 +280,7 @@ impl Instance {
                     .map_err(Error::io("bind instance socket", &socket))?;
                 let mut args: Vec<OsString> = Vec::new();
                 if spec.runtime == Runtime::Python {
-                    // -I: ignore PYTHON* variables and user site; -S: skip site's .pth
-                    // hooks (the invoker adds site-packages itself); -u: unbuffered output.
-                    args.extend(["-I", "-S", "-u"].map(OsString::from));
+                    args.extend(PYTHON_FLAGS.map(OsString::from));
                 }
                 args.push(invoker.into());
                 (program, args, Some(OwnedFd::from(listener)), Ready::Bound(Target::Unix(socket.clone())))
@@ -625,7 +628,13 @@ pub(crate) fn interpreter_dirs(i: &Interpreters) -> Vec<PathBuf> {
 /// "exited with status 3" / "was killed by signal 9".
 pub fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
+    exit_text(status.code().map(i64::from), status.signal().map(i64::from))
+}
+
+/// How a process ended, from its exit code or the signal that killed it (as a zygote
+/// reports it for the children gust cannot wait for itself).
+pub(crate) fn exit_text(code: Option<i64>, signal: Option<i64>) -> String {
+    match (code, signal) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "exited".to_owned(),

@@ -119,7 +119,7 @@ impl Load {
 }
 
 /// The autoscaler's policy for a revision's scale settings.
-pub fn policy(scale: &ScalePolicy, initial: u32) -> Policy {
+fn policy(scale: &ScalePolicy, initial: u32) -> Policy {
     Policy {
         target: f64::from(scale.target()),
         utilization: f64::from(scale.target_utilization) / 100.0,
@@ -473,13 +473,12 @@ impl Pool {
             idle.sort_by_key(|(since, _)| *since);
             to_stop.extend(idle.into_iter().take((ready - desired) as usize).map(|(_, i)| i));
             st.members.retain(|m| !to_stop.iter().any(|i| Arc::ptr_eq(i, &m.instance)));
-        } else if !st.retired && st.closed.is_none() {
-            let cap = desired.min(self.revision.spec.scale.max);
-            while (st.members.len() as u32 + st.starting) < cap {
+        } else {
+            // `desired` is 0 for a retired or closed pool and within `scale.max` otherwise.
+            while (st.members.len() as u32 + st.starting) < desired {
                 self.start_one(&mut st);
             }
         }
-        st.mark();
         let done = st.retired && st.members.is_empty() && st.starting == 0 && st.waiters.is_empty();
         drop(st);
         for instance in to_stop {
@@ -542,11 +541,6 @@ impl Pool {
     /// Whether no instance is in service.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Calls waiting for a slot whose callers are still there.
-    pub fn queued(&self) -> u32 {
-        self.lock().waiting()
     }
 
     /// What `gust describe` shows of each instance.

@@ -47,17 +47,6 @@ impl Default for WarmPools {
     }
 }
 
-/// Stops the zygote when shutdown is over, however it ends.
-struct StopZygote<'a>(&'a Context);
-
-impl Drop for StopZygote<'_> {
-    fn drop(&mut self) {
-        if let Some(z) = &self.0.zygote {
-            z.stop();
-        }
-    }
-}
-
 /// Runs every function's instances.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -143,12 +132,7 @@ impl Supervisor {
     /// (their instances stop as they go idle). A `new` revision starts `scale.initial`
     /// instances at once, as Knative does; one resumed after a restart only `scale.min`.
     pub fn activate(&self, revision: &Arc<Revision>, new: bool) {
-        let initial = if new { revision.spec.scale.initial } else { 0 };
-        let pool = self
-            .lock()
-            .entry(revision.id.to_string())
-            .or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial))
-            .clone();
+        let pool = self.pool(revision, if new { revision.spec.scale.initial } else { 0 });
         let name = &revision.spec.name;
         for other in self.lock().values() {
             if other.revision().spec.name == *name && !Arc::ptr_eq(other, &pool) {
@@ -158,9 +142,10 @@ impl Supervisor {
         pool.autoscale();
     }
 
-    fn pool(&self, revision: &Arc<Revision>) -> Arc<Pool> {
+    /// The pool of `revision`, created (wanting `initial` instances) if it has none.
+    fn pool(&self, revision: &Arc<Revision>, initial: u32) -> Arc<Pool> {
         let key = revision.id.to_string();
-        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), 0)).clone()
+        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial)).clone()
     }
 
     /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
@@ -179,7 +164,7 @@ impl Supervisor {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let pool = self.pool(revision);
+        let pool = self.pool(revision, 0);
         let slot = pool.acquire(call).await?;
         match revision.spec.protocol {
             Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
@@ -223,11 +208,6 @@ impl Supervisor {
         out
     }
 
-    /// Calls of `function` waiting for a free instance, over all its revisions.
-    pub fn queued(&self, function: &str) -> u32 {
-        self.pools_of(function).iter().map(|p| p.queued()).sum()
-    }
-
     /// Ticks every pool's autoscaler and forgets drained retired pools, until `shutdown`
     /// flips.
     pub async fn run_reaper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -252,7 +232,6 @@ impl Supervisor {
     /// Refuses new calls, waits up to `grace` for calls in flight, then stops every
     /// instance and waits (briefly) for them to exit.
     pub async fn shutdown(&self, grace: Duration) {
-        let _stop_zygote_last = StopZygote(&self.ctx);
         self.shutting_down.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -271,6 +250,10 @@ impl Supervisor {
             if i.process.is_some() {
                 i.wait_dead(STOP_GRACE + Duration::from_millis(500)).await;
             }
+        }
+        // Last: its children are instances, and they have had their drain.
+        if let Some(z) = &self.ctx.zygote {
+            z.stop();
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use crate::instance::{PYTHON_FLAGS, exit_text};
 use crate::spawn::{self, Launch, SIGKILL};
 
 /// How long a zygote may take to start, or to answer one fork.
@@ -106,7 +107,7 @@ impl Zygote {
         let (ctl, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut child = spawn::spawn(Launch {
             program: self.python.clone(),
-            args: ["-I", "-S", "-u"]
+            args: PYTHON_FLAGS
                 .map(OsString::from)
                 .into_iter()
                 .chain([self.invoker.clone().into(), "--zygote".into()])
@@ -232,11 +233,10 @@ async fn read_replies(out: tokio::process::ChildStdout, shared: Arc<Mutex<Shared
         } else if let Some(pid) =
             msg.get("exit").and_then(serde_json::Value::as_u64).and_then(|p| u32::try_from(p).ok())
         {
-            let how = match (msg.get("code").and_then(serde_json::Value::as_i64), msg.get("signal")) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(sig)) => format!("was killed by signal {sig}"),
-                _ => "exited".to_owned(),
-            };
+            let how = exit_text(
+                msg.get("code").and_then(serde_json::Value::as_i64),
+                msg.get("signal").and_then(serde_json::Value::as_i64),
+            );
             match sh.exits.remove(&pid) {
                 Some(tx) => {
                     let _ = tx.send(how);

@@ -2,7 +2,7 @@
 
 use gust_test_support::{curl, eventually};
 
-use crate::{gust, manifest};
+use crate::{gust, held_until, manifest};
 
 const COUNTER: &str = r#"import os
 def handle(event, context):
@@ -56,20 +56,16 @@ fn stdio_instances_keep_scratch_too() {
     assert_eq!(g.post("shcount", "").text().trim(), "1");
 }
 
-fn blocking_handler(go: &std::path::Path) -> String {
-    format!(
-        "import os, time\ndef handle(e, c):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return str(os.getpid())\n",
-        go = go.to_str().unwrap()
-    )
-}
-
 #[test]
 fn busy_instances_scale_out_up_to_max() {
     let g = gust();
     let go = g.work.join("go-scale");
     g.deploy(
         "wide",
-        &[("gust.toml", &manifest("wide", "python", "[scale]\nmax = 3")), ("handler.py", &blocking_handler(&go))],
+        &[
+            ("gust.toml", &manifest("wide", "python", "[scale]\nmax = 3")),
+            ("handler.py", &held_until(&go, "str(os.getpid())")),
+        ],
     );
     let url = format!("{}/function/wide", g.url);
     let calls: Vec<_> = (0..3)
@@ -95,7 +91,7 @@ fn past_max_calls_queue_and_past_the_queue_get_429_with_retry_after() {
     let g = gust();
     let go = g.work.join("go-queue");
     let m = manifest("narrow", "python", "[scale]\nmax = 1\nqueue_depth = 1\nqueue_timeout = \"30s\"");
-    g.deploy("narrow", &[("gust.toml", &m), ("handler.py", &blocking_handler(&go))]);
+    g.deploy("narrow", &[("gust.toml", &m), ("handler.py", &held_until(&go, "str(os.getpid())"))]);
     let url = format!("{}/function/narrow", g.url);
     let spawn = |url: String| std::thread::spawn(move || curl(&url, "POST", b"", &[]));
     let first = spawn(url.clone());
@@ -121,7 +117,7 @@ fn a_queued_call_past_queue_timeout_gets_429() {
     let g = gust();
     let go = g.work.join("go-qt");
     let m = manifest("patient", "python", "[scale]\nmax = 1\nqueue_timeout = \"200ms\"");
-    g.deploy("patient", &[("gust.toml", &m), ("handler.py", &blocking_handler(&go))]);
+    g.deploy("patient", &[("gust.toml", &m), ("handler.py", &held_until(&go, "str(os.getpid())"))]);
     let url = format!("{}/function/patient", g.url);
     let u = url.clone();
     let first = std::thread::spawn(move || curl(&u, "POST", b"", &[]));

@@ -2,7 +2,7 @@
 
 use gust_test_support::{Gust, alive, eventually, wait_with_deadline};
 
-use crate::{gust, manifest};
+use crate::{gust, held_until, manifest};
 
 #[test]
 fn up_prints_where_it_listens_its_data_and_isolation() {
@@ -40,10 +40,7 @@ fn functions_survive_a_restart() {
 fn sigterm_drains_a_call_in_flight_then_exits_zero() {
     let mut g = gust();
     let go = g.work.join("go");
-    let handler = format!(
-        "import os, time\ndef handle(e, c):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return 'finished'\n",
-        go = go.to_str().unwrap()
-    );
+    let handler = held_until(&go, "'finished'");
     g.deploy("slow", &[("gust.toml", &manifest("slow", "python", "")), ("handler.py", &handler)]);
     let url = format!("{}/function/slow", g.url);
     let call = std::thread::spawn(move || gust_test_support::curl(&url, "POST", b"x", &[]));

@@ -27,6 +27,16 @@ fn gust_env(env: &[(&str, &str)]) -> Gust {
     Gust::start_env(env!("CARGO_BIN_EXE_gust"), env)
 }
 
+/// A Python handler (full form) that holds every call until the file `go` exists, then
+/// answers with the Python expression `answer`: calls stay in flight for as long as a
+/// test needs to look at them.
+fn held_until(go: &std::path::Path, answer: &str) -> String {
+    format!(
+        "import os, time\ndef handle(e, c):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return {answer}\n",
+        go = go.to_str().unwrap()
+    )
+}
+
 /// A manifest with `extra` appended (sections such as `[scale]` included).
 fn manifest(name: &str, runtime: &str, extra: &str) -> String {
     format!("name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n")

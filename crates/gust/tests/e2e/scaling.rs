@@ -3,16 +3,7 @@
 
 use gust_test_support::{burst, eventually};
 
-use crate::{gust, manifest};
-
-/// A handler that holds every call until `go` exists, so a burst stays in flight for as
-/// long as the test needs to look at it.
-fn held(go: &std::path::Path) -> String {
-    format!(
-        "import os, time\ndef handle(data):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return 'ok'\n",
-        go = go.to_str().unwrap()
-    )
-}
+use crate::{gust, held_until, manifest};
 
 fn scaling(g: &gust_test_support::Gust, name: &str) -> serde_json::Value {
     g.describe(name)["scaling"][0].clone()
@@ -61,7 +52,7 @@ fn a_burst_panics_scales_out_and_everything_goes_away_after() {
         "python",
         "[scale]\ninitial = 0\nmax = 16\nstable_window = \"2s\"\nscale_to_zero_grace = \"0s\"",
     );
-    g.deploy("bursty", &[("gust.toml", &m), ("handler.py", &held(&go))]);
+    g.deploy("bursty", &[("gust.toml", &m), ("handler.py", &held_until(&go, "'ok'"))]);
     let url = g.url.clone();
     let crowd = std::thread::spawn(move || burst(&url, "/function/bursty", "x", 64));
 
