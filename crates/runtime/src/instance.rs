@@ -56,25 +56,30 @@ pub struct Context {
     pub java_invoker: tokio::sync::OnceCell<std::result::Result<PathBuf, String>>,
     /// The Python zygote, unless the warm pool for Python is off.
     pub zygote: Option<crate::zygote::Zygote>,
+    /// Node processes started ahead of need, unless the warm pool for Node is off.
+    pub node_spares: Option<Arc<crate::spares::Spares>>,
 }
 
 /// Why instances of `spec` must start as fresh processes rather than from the warm pool
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
-    match spec.runtime {
-        Runtime::Python if ctx.zygote.is_none() => {
-            return Some("the warm pool for python is off (gust up --pool)".to_owned());
-        }
-        Runtime::Python => {}
+    let pooled = match spec.runtime {
+        Runtime::Python => ctx.zygote.is_some(),
+        Runtime::Node => ctx.node_spares.is_some(),
         _ => return None,
+    };
+    if !pooled {
+        return Some(format!("the warm pool for {} is off (gust up --pool)", spec.runtime));
     }
     // The dynamic loader, the C library and the interpreter read these only when a
     // process starts; a pooled process started before they were set would ignore them.
+    // (Python's own PYTHON* variables are ignored by every instance: it runs with -I.)
     let startup_only = |k: &str| {
         k.starts_with("LD_")
             || k.starts_with("LC_")
             || k.starts_with("MALLOC_")
             || matches!(k, "LANG" | "LANGUAGE" | "GLIBC_TUNABLES")
+            || (spec.runtime == Runtime::Node && (k.starts_with("NODE_") || k.starts_with("UV_")))
     };
     let keys: Vec<&str> = spec.env.keys().map(String::as_str).filter(|k| startup_only(k)).collect();
     (!keys.is_empty()).then(|| format!("env sets {}, read only when a process starts", keys.join(", ")))
@@ -93,10 +98,13 @@ struct Launched {
 
 impl Launched {
     fn spawned(launch: Launch) -> std::io::Result<Self> {
-        let mut child = spawn::spawn(launch)?;
+        Ok(Self::from_child(spawn::spawn(launch)?, false))
+    }
+
+    fn from_child(mut child: tokio::process::Child, pooled: bool) -> Self {
         let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>);
         let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>);
-        Ok(Self {
+        Self {
             pid: child.id().unwrap_or(0),
             stdout,
             stderr,
@@ -106,8 +114,8 @@ impl Launched {
                     Err(e) => format!("could not be waited for: {e}"),
                 }
             }),
-            pooled: false,
-        })
+            pooled,
+        }
     }
 
     fn forked(f: crate::zygote::Forked) -> Self {
@@ -199,7 +207,7 @@ pub struct Instance {
     dead: watch::Receiver<bool>,
     /// Responses it has begun, to tell a failure to start from a crash later on.
     answered: std::sync::atomic::AtomicU64,
-    /// Whether its process came from a warm pool (a zygote fork).
+    /// Whether its process came from a warm pool (a zygote fork or a spare).
     pub pooled: bool,
 }
 
@@ -263,6 +271,12 @@ impl Instance {
         let mut env = spawn::base_env(&scratch, &interpreter_dirs(&ctx.interpreters));
         env.extend(gust_env(revision, &id, &ctx.pycache_dir));
         env.push(("GUST_SOCKET".into(), socket.clone().into()));
+        let spared = match &ctx.node_spares {
+            Some(spares) if spec.runtime == Runtime::Node && unpooled_reason(ctx, spec).is_none() => {
+                Self::from_spare(spares, &dir, &scratch, &env, &revision.code_dir).await?
+            }
+            _ => None,
+        };
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -276,14 +290,20 @@ impl Instance {
                         _ => ctx.interpreters.node.detail.clone(),
                     },
                 })?;
-                let listener = std::os::unix::net::UnixListener::bind(&socket)
-                    .map_err(Error::io("bind instance socket", &socket))?;
+                // A spare came with its listener, moved here with its directory.
+                let listener = match spared {
+                    Some(_) => None,
+                    None => Some(
+                        std::os::unix::net::UnixListener::bind(&socket)
+                            .map_err(Error::io("bind instance socket", &socket))?,
+                    ),
+                };
                 let mut args: Vec<OsString> = Vec::new();
                 if spec.runtime == Runtime::Python {
                     args.extend(PYTHON_FLAGS.map(OsString::from));
                 }
                 args.push(invoker.into());
-                (program, args, Some(OwnedFd::from(listener)), Ready::Bound(Target::Unix(socket.clone())))
+                (program, args, listener.map(OwnedFd::from), Ready::Bound(Target::Unix(socket.clone())))
             }
             Runtime::Java => {
                 let java = ctx.interpreters.java.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
@@ -321,8 +341,9 @@ impl Instance {
         };
         let launch =
             Launch { program: program.clone(), args, env, cwd: revision.code_dir.clone(), listen_fd, stdin: false };
-        let launched = match (&ctx.zygote, spec.runtime) {
-            (Some(zygote), Runtime::Python) if unpooled_reason(ctx, spec).is_none() => {
+        let launched = match (spared, &ctx.zygote, spec.runtime) {
+            (Some(spared), _, _) => Ok(spared),
+            (None, Some(zygote), Runtime::Python) if unpooled_reason(ctx, spec).is_none() => {
                 Self::fork_or_spawn(zygote, launch).await
             }
             _ => Launched::spawned(launch),
@@ -368,6 +389,29 @@ impl Instance {
         };
         let _ = instance.target.set(target);
         Ok(instance)
+    }
+
+    /// Takes a spare process of the runtime, if one is ready, and makes it this instance
+    /// (in `dir`). When the hand-over fails the instance starts fresh: `dir` and
+    /// `scratch` are made anew.
+    async fn from_spare(
+        spares: &crate::spares::Spares,
+        dir: &Path,
+        scratch: &Path,
+        env: &[(String, OsString)],
+        cwd: &Path,
+    ) -> Result<Option<Launched>> {
+        let Some(spare) = spares.take() else { return Ok(None) };
+        // The spare brings its own directory (socket and scratch) under this name.
+        let _ = std::fs::remove_dir_all(dir);
+        match spare.become_instance(dir, env, cwd).await {
+            Ok(child) => Ok(Some(Launched::from_child(child, true))),
+            Err(e) => {
+                tracing::warn!(runtime = spares.runtime, error = %e, "warm process hand-over failed; starting fresh");
+                std::fs::create_dir_all(scratch).map_err(Error::io("create scratch directory", scratch))?;
+                Ok(None)
+            }
+        }
     }
 
     /// Forks the instance from the zygote; if that fails, starts it fresh (and says why).

@@ -29,6 +29,7 @@ pub mod isolation;
 pub mod logs;
 pub mod pool;
 pub mod proxy;
+pub mod spares;
 pub mod spawn;
 pub mod stdio;
 pub mod supervisor;

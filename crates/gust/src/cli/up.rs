@@ -39,9 +39,10 @@ pub(crate) struct Up {
     /// /etc/hosts entries at gust), as Knative routes do.
     #[arg(long, env = "GUST_DOMAIN")]
     domain: Option<String>,
-    /// Warm pools per runtime: `python=1` runs the Python zygote every Python cold start
-    /// forks from, `python=0` starts each instance as a fresh interpreter; `off` turns
-    /// every pool off.
+    /// Warm pools per runtime, e.g. `python=1,node=2`: `python=1` runs the Python zygote
+    /// every Python cold start forks from (`python=0`: each instance is a fresh
+    /// interpreter); `node=N` keeps N Node processes started and waiting for a function
+    /// (default: one per core, at most 4; `node=0`: none); `off` turns every pool off.
     #[arg(long, env = "GUST_POOL", default_value = "python=1")]
     pool: String,
     /// Write the bound address here once ready (useful with port 0).
@@ -116,11 +117,14 @@ fn gust_gateway_config(max_upload: u64, domain: Option<String>) -> gust_server::
     gust_server::config::GatewayConfig { max_upload, domain, ..Default::default() }
 }
 
-/// `python=1,…` or `off`.
+/// More waiting Node processes than this is a typo, not a plan: each holds ~40 MB.
+const MAX_NODE_POOL: u32 = 64;
+
+/// `python=1,node=2` or `off`.
 fn parse_pools(text: &str) -> Result<gust_server::config::WarmPools, String> {
     let mut pools = gust_server::config::WarmPools::default();
     if text.trim() == "off" {
-        return Ok(gust_server::config::WarmPools { python: false });
+        return Ok(gust_server::config::WarmPools::OFF);
     }
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (runtime, size) = item.split_once('=').ok_or_else(|| format!("`{item}` is not RUNTIME=SIZE"))?;
@@ -130,7 +134,9 @@ fn parse_pools(text: &str) -> Result<gust_server::config::WarmPools, String> {
             "python" => {
                 return Err("python=N: the zygote is one process that forks every instance, so N is 0 or 1".into());
             }
-            other => return Err(format!("`{other}` has no warm pool (python has)")),
+            "node" if size <= MAX_NODE_POOL => pools.node = size,
+            "node" => return Err(format!("node=N: at most {MAX_NODE_POOL} waiting processes")),
+            other => return Err(format!("`{other}` has no warm pool (python and node have)")),
         }
     }
     Ok(pools)

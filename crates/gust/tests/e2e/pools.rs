@@ -1,6 +1,7 @@
-//! Warm pools (issue 4, points 1–3): Python instances fork from a zygote, take their own
-//! environment, scratch and process group, start fresh when the zygote cannot serve them,
-//! and a dead zygote is replaced.
+//! Warm pools (issue 4, points 1–3): Python instances fork from a zygote and Node
+//! instances take a process started ahead of need; either way each takes its own
+//! environment, scratch and process group, starts fresh when the pool cannot serve it
+//! (and `describe` says why), and a dead zygote or spare is replaced.
 
 use gust_test_support::{alive, eventually, signal};
 
@@ -104,6 +105,131 @@ fn with_the_pool_off_python_starts_fresh_and_a_bad_pool_flag_is_refused() {
     assert_eq!(out.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--pool: python=N"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// gust's Node processes started with `--generic`: those waiting, and those that have
+/// become instances since.
+fn node_spares(gust: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == b"--generic")
+            && alive(pid)
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|_| parent_and_group(pid).0 == gust)
+        {
+            found.push(pid);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+const NODE_WHOAMI: &str = r#"const fs = require('fs');
+const path = require('path');
+module.exports = async (event, context) => {
+  const scratch = process.env.GUST_SCRATCH;
+  const before = fs.readdirSync(scratch).sort();
+  fs.writeFileSync(path.join(scratch, 'seen'), '');
+  const env = {};
+  for (const k of ['GUST_FUNCTION', 'GUST_SOCKET', 'COLOUR', 'HOME', 'NODE_OPTIONS']) {
+    if (k in process.env) env[k] = process.env[k];
+  }
+  return { pid: process.pid, cwd: process.cwd(), scratch_before: before, env, tmp: require('os').tmpdir() };
+};
+"#;
+
+fn node_whoami(g: &gust_test_support::Gust, name: &str, extra: &str) {
+    g.deploy(
+        name,
+        &[
+            ("gust.toml", &manifest(name, "node", &format!("handler = \"handler.js\"\n{extra}"))),
+            ("handler.js", NODE_WHOAMI),
+        ],
+    );
+}
+
+#[test]
+fn node_instances_take_a_waiting_process_and_become_their_own_function() {
+    let g = gust_env(&[("GUST_POOL", "node=2")]);
+    let waiting = eventually("two node processes waiting", || {
+        let s = node_spares(g.pid());
+        (s.len() == 2).then_some(s)
+    });
+    // Each deploy starts its initial instance, from a waiting process.
+    node_whoami(&g, "red", "[env]\nCOLOUR = \"red\"");
+    node_whoami(&g, "blue", "[env]\nCOLOUR = \"blue\"");
+    let (red, blue) = (g.post("red", "").json(), g.post("blue", "").json());
+    for (answer, colour) in [(&red, "red"), (&blue, "blue")] {
+        let pid = answer["pid"].as_u64().unwrap() as u32;
+        assert!(waiting.contains(&pid), "{colour} runs in a process that was waiting: {answer} {waiting:?}");
+        assert_eq!(parent_and_group(pid), (g.pid(), pid), "gust's child, own process group");
+        assert_eq!(answer["env"]["COLOUR"], colour, "{answer}");
+        assert_eq!(answer["env"]["GUST_FUNCTION"], colour, "{answer}");
+        let socket = answer["env"]["GUST_SOCKET"].as_str().unwrap();
+        assert!(socket.contains(&format!("/run/{colour}-")), "its own instance directory: {answer}");
+        assert_eq!(answer["scratch_before"], serde_json::json!([]), "a fresh scratch dir: {answer}");
+        assert!(answer["cwd"].as_str().unwrap().contains("/code/"), "runs in its code dir: {answer}");
+        assert!(answer["tmp"].as_str().unwrap().starts_with(answer["env"]["HOME"].as_str().unwrap()), "{answer}");
+        let s = &g.describe(colour)["scaling"][0];
+        assert_eq!((s["cold_starts"].as_u64(), s["pooled_starts"].as_u64()), (Some(1), Some(1)), "{s}");
+        assert!(s.get("unpooled_reason").is_none(), "{s}");
+    }
+    assert_ne!(red["pid"], blue["pid"]);
+    // The pool refills with new processes; the taken ones stay their functions'.
+    eventually("the pool to refill", || {
+        let refilled: Vec<u32> = node_spares(g.pid()).into_iter().filter(|p| !waiting.contains(p)).collect();
+        (refilled.len() == 2).then_some(())
+    });
+    let again = g.post("red", "").json();
+    assert_eq!(again["pid"], red["pid"]);
+    assert_eq!(again["scratch_before"], serde_json::json!(["seen"]));
+}
+
+#[test]
+fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
+    let g = gust_env(&[("GUST_POOL", "node=1")]);
+    let waiting = eventually("a node process waiting", || node_spares(g.pid()).first().copied());
+    node_whoami(&g, "opts", "[env]\nNODE_OPTIONS = \"--max-old-space-size=64\"");
+    node_whoami(&g, "plain", "[scale]\ninitial = 0");
+    let answer = g.post("opts", "").json();
+    assert_eq!(answer["env"]["NODE_OPTIONS"], "--max-old-space-size=64", "{answer}");
+    assert_ne!(answer["pid"].as_u64().unwrap() as u32, waiting, "started fresh");
+    let s = &g.describe("opts")["scaling"][0];
+    assert_eq!(s["pooled_starts"], 0, "{s}");
+    assert!(s["unpooled_reason"].as_str().unwrap().contains("NODE_OPTIONS"), "{s}");
+    assert_eq!(node_spares(g.pid()), vec![waiting], "the spare was left waiting");
+
+    // A spare that died while waiting is passed over: the call still succeeds.
+    signal(waiting, libc::SIGKILL);
+    eventually("the dead spare to be reaped", || (!alive(waiting)).then_some(()));
+    let answer = g.post("plain", "").json();
+    assert_ne!(answer["pid"].as_u64().unwrap() as u32, waiting);
+    eventually("the pool to refill", || {
+        node_spares(g.pid()).iter().any(|p| *p != waiting && *p != answer["pid"].as_u64().unwrap() as u32).then_some(())
+    });
+}
+
+#[test]
+fn with_the_node_pool_off_node_starts_fresh_and_an_oversized_pool_is_refused() {
+    let g = gust_env(&[("GUST_POOL", "node=0")]);
+    node_whoami(&g, "plain", "");
+    assert!(node_spares(g.pid()).is_empty());
+    assert_eq!(g.post("plain", "").json()["env"]["GUST_FUNCTION"], "plain");
+    let s = &g.describe("plain")["scaling"][0];
+    assert!(s["unpooled_reason"].as_str().unwrap().contains("warm pool for node is off"), "{s}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args(["up", "--listen", "127.0.0.1:0", "--pool", "node=1000"])
+        .env("GUST_DATA", g.work.join("unused"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--pool: node=N"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -118,16 +118,9 @@ function fail(res, status, code, message) {
   res.end(JSON.stringify({ error: code, message }));
 }
 
-async function main() {
-  let fn;
-  try {
-    fn = await loadHandler();
-  } catch (e) {
-    console.error(e && e.stack || String(e));
-    console.error(`gust: could not load handler ${JSON.stringify(process.env.GUST_HANDLER)}`);
-    process.exit(3);
-  }
-  const full = fn.length >= 2;
+// Serves calls on the listening socket gust passed as fd 3. `handler` resolves to the
+// function once its code is loaded; a call that arrives first waits for it.
+function serve(handler) {
   const server = http.createServer((req, res) => current.run(req.headers['x-call-id'] || '', () => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -136,8 +129,12 @@ async function main() {
       const url = req.url || '/';
       const q = url.indexOf('?');
       try {
+        if (warmUp && req.headers['x-gust-warm-up'] === warmUp) {
+          return await send(res, { warm: decodeBody(req.headers, raw, false) });
+        }
+        const fn = await handler;
         let result;
-        if (full) {
+        if (fn.length >= 2) {
           const event = {
             method: req.method,
             path: q < 0 ? url : url.slice(0, q),
@@ -169,6 +166,56 @@ async function main() {
   server.headersTimeout = 0;
   server.requestTimeout = 0;
   server.listen({ fd: 3 });
+  return server;
 }
 
-main();
+// Loads the function, or reports why not and exits 3 (gust then shows that output).
+async function load() {
+  try {
+    return await loadHandler();
+  } catch (e) {
+    console.error(e && e.stack || String(e));
+    console.error(`gust: could not load handler ${JSON.stringify(process.env.GUST_HANDLER)}`);
+    process.exit(3);
+  }
+}
+
+// The secret a spare's call to itself carries, so only that call is answered by the
+// invoker rather than the function, however late it arrives.
+let warmUp = null;
+
+// A warm spare (`--generic`): listen, and answer one call to itself so the lazily loaded
+// parts of node's HTTP stack are loaded and compiled before any function needs them.
+// Then wait for gust to write the instance this process is to become (one JSON line on
+// stdin: its whole environment and working directory), take them on and load the
+// function. Calls that arrive meanwhile wait for it.
+function spare() {
+  warmUp = require('crypto').randomBytes(16).toString('hex');
+  let become;
+  serve(new Promise((resolve) => { become = resolve; }));
+  const warm = http.request({
+    socketPath: process.env.GUST_SOCKET, method: 'POST', agent: false,
+    headers: { 'x-gust-warm-up': warmUp, 'content-type': 'application/json' },
+  }, (res) => res.resume());
+  warm.on('error', () => {});
+  warm.end('{"warm":true}');
+  const parts = [];
+  process.stdin.on('data', (chunk) => {
+    parts.push(chunk);
+    if (chunk[chunk.length - 1] !== 0x0a) return;
+    process.stdin.destroy();
+    const { env, cwd } = JSON.parse(Buffer.concat(parts).toString('utf8'));
+    for (const k of Object.keys(process.env)) delete process.env[k];
+    Object.assign(process.env, env);
+    process.chdir(cwd);
+    become(load());
+  });
+  // gust went away without using this process.
+  process.stdin.on('end', () => process.exit(0));
+}
+
+if (process.argv[2] === '--generic') {
+  spare();
+} else {
+  load().then(serve);
+}

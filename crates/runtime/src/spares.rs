@@ -1,0 +1,199 @@
+//! Generic warm processes for runtimes without a zygote (Node.js): interpreters started
+//! ahead of need, each with a listening socket already bound as its fd 3, blocked on
+//! reading one specialisation message from stdin. A cold start takes one, moves its
+//! directory to the new instance's name, and writes it the instance's environment and
+//! working directory; the process applies them and loads the function's code. What the
+//! cold start saves is the interpreter's own start-up (node: ~30 ms here).
+//!
+//! A spare is started exactly like a fresh instance (`spawn::spawn`: own process group,
+//! rlimits, `no_new_privs`, parent-death signal, an environment gust builds) and serves
+//! one function for its whole life: it is never handed back. Taken spares are replaced
+//! in the background, so taking one never waits for a start.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::Notify;
+
+use crate::spawn::{self, Launch, SIGKILL};
+
+/// A started, not yet specialised runtime process.
+#[derive(Debug)]
+pub struct Spare {
+    /// The process; its stdout and stderr are still piped to gust, unread until taken.
+    /// `None` once it has become an instance.
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    /// Its directory: `sock` (bound) and `scratch`. Renamed to the instance's on take.
+    dir: PathBuf,
+}
+
+impl Spare {
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Makes the spare an instance: moves its directory (socket and scratch) to `dir`,
+    /// which must not exist, and writes it the instance's whole environment and working
+    /// directory; it then loads the function. stdin is closed after the message, as a
+    /// fresh instance's is `/dev/null`.
+    ///
+    /// # Errors
+    /// When the directory cannot be moved or the process is gone; the spare is then
+    /// killed and its directory (wherever it is) removed.
+    pub async fn become_instance(
+        mut self,
+        dir: &Path,
+        env: &[(String, OsString)],
+        cwd: &Path,
+    ) -> std::io::Result<Child> {
+        std::fs::rename(&self.dir, dir)?;
+        self.dir = dir.to_path_buf();
+        let env: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned().into())).collect();
+        let mut msg = serde_json::json!({ "env": env, "cwd": cwd.to_string_lossy() }).to_string();
+        msg.push('\n');
+        let mut stdin = self.stdin.take().ok_or_else(|| std::io::Error::other("already specialised"))?;
+        stdin.write_all(msg.as_bytes()).await?;
+        stdin.shutdown().await?;
+        self.child.take().ok_or_else(|| std::io::Error::other("already specialised"))
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // Still here: it never became an instance (shutdown, a failed hand-over).
+        if let Some(child) = &self.child {
+            if let Some(pid) = child.id() {
+                spawn::signal_group(pid, SIGKILL);
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A runtime's pool of spares.
+#[derive(Debug)]
+pub struct Spares {
+    /// The runtime's name, for messages.
+    pub runtime: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+    size: usize,
+    run_dir: PathBuf,
+    extra_path: Vec<PathBuf>,
+    /// Oldest first: the longest-waiting spare has surely finished warming up.
+    ready: Mutex<VecDeque<Spare>>,
+    wanted: Notify,
+    closed: AtomicBool,
+}
+
+impl Spares {
+    /// A pool of `size` processes running `program args` (the caller adds the flag that
+    /// makes its invoker wait for specialisation), their directories under `run_dir`.
+    pub fn new(
+        runtime: &'static str,
+        program: PathBuf,
+        args: Vec<OsString>,
+        size: usize,
+        run_dir: PathBuf,
+        extra_path: Vec<PathBuf>,
+    ) -> Self {
+        Self {
+            runtime,
+            program,
+            args,
+            size,
+            run_dir,
+            extra_path,
+            ready: Mutex::new(VecDeque::new()),
+            wanted: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Spare>> {
+        // A list of processes; every update leaves it consistent.
+        self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many processes the pool keeps.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// A live spare, if one is ready; the pool refills in the background.
+    pub fn take(&self) -> Option<Spare> {
+        let mut ready = self.lock();
+        let mut taken = None;
+        while let Some(mut spare) = ready.pop_front() {
+            // One that died while waiting (killed by hand, out of memory) is dropped.
+            if spare.alive() {
+                taken = Some(spare);
+                break;
+            }
+        }
+        drop(ready);
+        self.wanted.notify_one();
+        taken
+    }
+
+    /// Keeps the pool full until [`Spares::close`].
+    pub async fn run(self: Arc<Self>) {
+        while !self.closed.load(Ordering::Acquire) {
+            while self.lock().len() < self.size && !self.closed.load(Ordering::Acquire) {
+                match self.start() {
+                    Ok(spare) => self.lock().push_back(spare),
+                    Err(e) => {
+                        tracing::warn!(runtime = self.runtime, error = %e, "could not start a warm process");
+                        break;
+                    }
+                }
+            }
+            self.wanted.notified().await;
+        }
+        self.lock().clear();
+    }
+
+    /// Kills the spares and stops refilling.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.lock().clear();
+        self.wanted.notify_one();
+    }
+
+    fn start(&self) -> std::io::Result<Spare> {
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let dir = self.run_dir.join(format!("spare-{}-{}", self.runtime, &suffix[suffix.len() - 12..]));
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch)?;
+        let socket = dir.join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        let mut env = spawn::base_env(&scratch, &self.extra_path);
+        // Where it calls itself once to warm up.
+        env.push(("GUST_SOCKET".to_owned(), socket.into()));
+        let launched = spawn::spawn(Launch {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            cwd: dir.clone(),
+            listen_fd: Some(OwnedFd::from(listener)),
+            stdin: true,
+        });
+        let mut child = match launched {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let stdin = child.stdin.take();
+        Ok(Spare { child: Some(child), stdin, dir })
+    }
+}
