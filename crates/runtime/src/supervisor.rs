@@ -37,27 +37,29 @@ pub struct SupervisorConfig {
 /// Warm processes kept per runtime, so a cold start skips the interpreter's start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmPools {
-    /// Run the Python zygote, from which every Python cold start forks.
-    pub python: bool,
+    /// Python children the zygote keeps forked and waiting for a function; 0 runs no
+    /// zygote (every Python instance is a fresh interpreter).
+    pub python: u32,
     /// Node processes kept started and waiting for a function (0: none).
     pub node: u32,
 }
 
 impl WarmPools {
     /// Every pool off.
-    pub const OFF: Self = Self { python: false, node: 0 };
+    pub const OFF: Self = Self { python: 0, node: 0 };
 
-    /// The default Node pool: one waiting process per core, at most four. A burst of
-    /// cold starts on more functions than that starts the rest fresh while the pool
-    /// refills; each waiting process holds about 40 MB.
-    pub fn default_node() -> u32 {
+    /// The default size of each pool: one waiting process per core, at most four. A
+    /// burst of cold starts beyond that forks (Python) or starts fresh (Node) while the
+    /// pool refills. A waiting Node process holds about 40 MB; a waiting Python child
+    /// shares nearly all of its memory with the zygote.
+    pub fn default_size() -> u32 {
         std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(4)).clamp(1, 4)
     }
 }
 
 impl Default for WarmPools {
     fn default() -> Self {
-        Self { python: true, node: Self::default_node() }
+        Self { python: Self::default_size(), node: Self::default_size() }
     }
 }
 
@@ -93,13 +95,13 @@ impl Supervisor {
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let zygote = match (&config.interpreters.python.path, config.pools.python) {
-            (Some(python), true) => {
+            (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
                 let env = crate::spawn::base_env(
                     &dir.join("scratch"),
                     &crate::instance::interpreter_dirs(&config.interpreters),
                 );
-                Some(crate::zygote::Zygote::new(python.clone(), invokers_dir.join("python.py"), dir, env))
+                Some(crate::zygote::Zygote::new(python.clone(), invokers_dir.join("python.py"), dir, env, waiting))
             }
             _ => None,
         };

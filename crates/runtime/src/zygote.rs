@@ -12,6 +12,13 @@
 //! zygote (`PR_SET_PDEATHSIG`), and inherits the zygote's limits; per-instance isolation
 //! applied after the fork slots in at that point of `_become` in the invoker.
 //!
+//! The zygote keeps a few children forked ahead of need, each waiting on its own socket
+//! pair: a request is passed on to one of them (the zygote replies with its pid first,
+//! since the woken child may run before the zygote does again), and a replacement is
+//! forked after. A cold start then costs neither the fork nor the copy-on-write faults
+//! of a child's first steps; the zygote's objects are frozen out of the collector
+//! (`gc.freeze`) so no child's collection copies them.
+//!
 //! If the zygote dies, its children die with it, are reported gone, and the next cold
 //! start brings up a new zygote.
 
@@ -52,6 +59,8 @@ pub struct Zygote {
     invoker: PathBuf,
     dir: PathBuf,
     env: Vec<(String, OsString)>,
+    /// Children it keeps forked and waiting for a request.
+    waiting: u32,
     live: tokio::sync::Mutex<Option<Live>>,
 }
 
@@ -80,10 +89,11 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 impl Zygote {
-    /// A zygote that will run `invoker --zygote` with `python` in `dir`, with `env` (the
-    /// base environment; each child gets its own in full).
-    pub fn new(python: PathBuf, invoker: PathBuf, dir: PathBuf, env: Vec<(String, OsString)>) -> Self {
-        Self { python, invoker, dir, env, live: tokio::sync::Mutex::new(None) }
+    /// A zygote that will run `invoker --zygote WAITING` with `python` in `dir`, with `env`
+    /// (the base environment; each child gets its own in full), keeping `waiting`
+    /// children forked ahead of need.
+    pub fn new(python: PathBuf, invoker: PathBuf, dir: PathBuf, env: Vec<(String, OsString)>, waiting: u32) -> Self {
+        Self { python, invoker, dir, env, waiting, live: tokio::sync::Mutex::new(None) }
     }
 
     /// Starts the zygote unless it is running, so the first cold start finds it ready.
@@ -110,7 +120,7 @@ impl Zygote {
             args: PYTHON_FLAGS
                 .map(OsString::from)
                 .into_iter()
-                .chain([self.invoker.clone().into(), "--zygote".into()])
+                .chain([self.invoker.clone().into(), "--zygote".into(), self.waiting.to_string().into()])
                 .collect(),
             env: self.env.clone(),
             cwd: self.dir.clone(),

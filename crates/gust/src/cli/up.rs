@@ -39,11 +39,12 @@ pub(crate) struct Up {
     /// /etc/hosts entries at gust), as Knative routes do.
     #[arg(long, env = "GUST_DOMAIN")]
     domain: Option<String>,
-    /// Warm pools per runtime, e.g. `python=1,node=2`: `python=1` runs the Python zygote
-    /// every Python cold start forks from (`python=0`: each instance is a fresh
-    /// interpreter); `node=N` keeps N Node processes started and waiting for a function
-    /// (default: one per core, at most 4; `node=0`: none); `off` turns every pool off.
-    #[arg(long, env = "GUST_POOL", default_value = "python=1")]
+    /// Warm pools per runtime, e.g. `python=2,node=2`: `python=N` runs the Python zygote
+    /// with N children forked and waiting for a function (`python=0`: no zygote, each
+    /// instance is a fresh interpreter); `node=N` keeps N Node processes started and
+    /// waiting (`node=0`: none); `off` turns every pool off. Each defaults to one per
+    /// core, at most 4.
+    #[arg(long, env = "GUST_POOL", default_value = "")]
     pool: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
@@ -117,10 +118,10 @@ fn gust_gateway_config(max_upload: u64, domain: Option<String>) -> gust_server::
     gust_server::config::GatewayConfig { max_upload, domain, ..Default::default() }
 }
 
-/// More waiting Node processes than this is a typo, not a plan: each holds ~40 MB.
-const MAX_NODE_POOL: u32 = 64;
+/// More waiting processes than this is a typo, not a plan (a Node one holds ~40 MB).
+const MAX_POOL: u32 = 64;
 
-/// `python=1,node=2` or `off`.
+/// `python=2,node=2` (sizes not named keep their defaults) or `off`.
 fn parse_pools(text: &str) -> Result<gust_server::config::WarmPools, String> {
     let mut pools = gust_server::config::WarmPools::default();
     if text.trim() == "off" {
@@ -130,12 +131,11 @@ fn parse_pools(text: &str) -> Result<gust_server::config::WarmPools, String> {
         let (runtime, size) = item.split_once('=').ok_or_else(|| format!("`{item}` is not RUNTIME=SIZE"))?;
         let size: u32 = size.trim().parse().map_err(|_| format!("`{item}`: the size must be a whole number"))?;
         match runtime.trim() {
-            "python" if size <= 1 => pools.python = size == 1,
-            "python" => {
-                return Err("python=N: the zygote is one process that forks every instance, so N is 0 or 1".into());
+            "python" | "node" if size > MAX_POOL => {
+                return Err(format!("{}=N: at most {MAX_POOL} waiting processes", runtime.trim()));
             }
-            "node" if size <= MAX_NODE_POOL => pools.node = size,
-            "node" => return Err(format!("node=N: at most {MAX_NODE_POOL} waiting processes")),
+            "python" => pools.python = size,
+            "node" => pools.node = size,
             other => return Err(format!("`{other}` has no warm pool (python and node have)")),
         }
     }

@@ -27,9 +27,32 @@ fn whoami(g: &gust_test_support::Gust, name: &str, extra: &str) {
     g.deploy(name, &[("gust.toml", &manifest(name, "python", extra)), ("handler.py", WHOAMI)]);
 }
 
+/// Live children of `parent`, and those whose command line holds `arg`.
+fn children(parent: u32, arg: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
+            && alive(pid)
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|_| parent_and_group(pid).0 == parent)
+        {
+            found.push(pid);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
 #[test]
 fn python_instances_fork_from_the_zygote_into_their_own_function() {
-    let g = gust();
+    let g = gust_env(&[("GUST_POOL", "python=2")]);
+    let zygote = eventually("the zygote", || children(g.pid(), "--zygote").first().copied());
+    let waiting = eventually("two children waiting", || {
+        let c = children(zygote, "--zygote");
+        (c.len() == 2).then_some(c)
+    });
+    // Each deploy starts its initial instance: one of the waiting children.
     whoami(&g, "red", "[env]\nCOLOUR = \"red\"");
     whoami(&g, "blue", "[env]\nCOLOUR = \"blue\"");
     let (red, blue) = (g.post("red", "").json(), g.post("blue", "").json());
@@ -42,11 +65,14 @@ fn python_instances_fork_from_the_zygote_into_their_own_function() {
     }
     let (red_pid, blue_pid) = (red["pid"].as_u64().unwrap() as u32, blue["pid"].as_u64().unwrap() as u32);
     assert_ne!(red_pid, blue_pid, "one process per function");
-    let (red_parent, red_group) = parent_and_group(red_pid);
-    let (blue_parent, _) = parent_and_group(blue_pid);
-    assert_eq!(red_parent, blue_parent, "both forked from the same zygote");
-    assert_ne!(red_parent, g.pid(), "not started by gust directly");
-    assert_eq!(red_group, red_pid, "each instance leads its own process group");
+    for pid in [red_pid, blue_pid] {
+        assert!(waiting.contains(&pid), "forked before it was needed: {pid} {waiting:?}");
+        assert_eq!(parent_and_group(pid), (zygote, pid), "the zygote's child, leading its own process group");
+    }
+    eventually("the zygote to fork two more", || {
+        let fresh: Vec<u32> = children(zygote, "--zygote").into_iter().filter(|p| !waiting.contains(p)).collect();
+        (fresh.len() == 2).then_some(())
+    });
     for name in ["red", "blue"] {
         let s = &g.describe(name)["scaling"][0];
         assert_eq!((s["cold_starts"].as_u64(), s["pooled_starts"].as_u64()), (Some(1), Some(1)), "{s}");
@@ -98,7 +124,7 @@ fn with_the_pool_off_python_starts_fresh_and_a_bad_pool_flag_is_refused() {
     assert!(s["unpooled_reason"].as_str().unwrap().contains("gust up --pool"), "{s}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--listen", "127.0.0.1:0", "--pool", "python=5"])
+        .args(["up", "--listen", "127.0.0.1:0", "--pool", "python=100"])
         .env("GUST_DATA", g.work.join("unused"))
         .output()
         .unwrap();
@@ -108,24 +134,6 @@ fn with_the_pool_off_python_starts_fresh_and_a_bad_pool_flag_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// gust's Node processes started with `--generic`: those waiting, and those that have
-/// become instances since.
-fn node_spares(gust: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.split(|b| *b == 0).any(|arg| arg == b"--generic")
-            && alive(pid)
-            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|_| parent_and_group(pid).0 == gust)
-        {
-            found.push(pid);
-        }
-    }
-    found.sort_unstable();
-    found
 }
 
 const NODE_WHOAMI: &str = r#"const fs = require('fs');
@@ -156,7 +164,7 @@ fn node_whoami(g: &gust_test_support::Gust, name: &str, extra: &str) {
 fn node_instances_take_a_waiting_process_and_become_their_own_function() {
     let g = gust_env(&[("GUST_POOL", "node=2")]);
     let waiting = eventually("two node processes waiting", || {
-        let s = node_spares(g.pid());
+        let s = children(g.pid(), "--generic");
         (s.len() == 2).then_some(s)
     });
     // Each deploy starts its initial instance, from a waiting process.
@@ -181,7 +189,7 @@ fn node_instances_take_a_waiting_process_and_become_their_own_function() {
     assert_ne!(red["pid"], blue["pid"]);
     // The pool refills with new processes; the taken ones stay their functions'.
     eventually("the pool to refill", || {
-        let refilled: Vec<u32> = node_spares(g.pid()).into_iter().filter(|p| !waiting.contains(p)).collect();
+        let refilled: Vec<u32> = children(g.pid(), "--generic").into_iter().filter(|p| !waiting.contains(p)).collect();
         (refilled.len() == 2).then_some(())
     });
     let again = g.post("red", "").json();
@@ -192,7 +200,7 @@ fn node_instances_take_a_waiting_process_and_become_their_own_function() {
 #[test]
 fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
     let g = gust_env(&[("GUST_POOL", "node=1")]);
-    let waiting = eventually("a node process waiting", || node_spares(g.pid()).first().copied());
+    let waiting = eventually("a node process waiting", || children(g.pid(), "--generic").first().copied());
     node_whoami(&g, "opts", "[env]\nNODE_OPTIONS = \"--max-old-space-size=64\"");
     node_whoami(&g, "plain", "[scale]\ninitial = 0");
     let answer = g.post("opts", "").json();
@@ -201,7 +209,7 @@ fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
     let s = &g.describe("opts")["scaling"][0];
     assert_eq!(s["pooled_starts"], 0, "{s}");
     assert!(s["unpooled_reason"].as_str().unwrap().contains("NODE_OPTIONS"), "{s}");
-    assert_eq!(node_spares(g.pid()), vec![waiting], "the spare was left waiting");
+    assert_eq!(children(g.pid(), "--generic"), vec![waiting], "the spare was left waiting");
 
     // A spare that died while waiting is passed over: the call still succeeds.
     signal(waiting, libc::SIGKILL);
@@ -209,7 +217,10 @@ fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
     let answer = g.post("plain", "").json();
     assert_ne!(answer["pid"].as_u64().unwrap() as u32, waiting);
     eventually("the pool to refill", || {
-        node_spares(g.pid()).iter().any(|p| *p != waiting && *p != answer["pid"].as_u64().unwrap() as u32).then_some(())
+        children(g.pid(), "--generic")
+            .iter()
+            .any(|p| *p != waiting && *p != answer["pid"].as_u64().unwrap() as u32)
+            .then_some(())
     });
 }
 
@@ -217,7 +228,7 @@ fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
 fn with_the_node_pool_off_node_starts_fresh_and_an_oversized_pool_is_refused() {
     let g = gust_env(&[("GUST_POOL", "node=0")]);
     node_whoami(&g, "plain", "");
-    assert!(node_spares(g.pid()).is_empty());
+    assert!(children(g.pid(), "--generic").is_empty());
     assert_eq!(g.post("plain", "").json()["env"]["GUST_FUNCTION"], "plain");
     let s = &g.describe("plain")["scaling"][0];
     assert!(s["unpooled_reason"].as_str().unwrap().contains("warm pool for node is off"), "{s}");
@@ -233,4 +244,19 @@ fn with_the_node_pool_off_node_starts_fresh_and_an_oversized_pool_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_waiting_python_child_that_died_is_passed_over() {
+    let g = gust_env(&[("GUST_POOL", "python=1")]);
+    let zygote = eventually("the zygote", || children(g.pid(), "--zygote").first().copied());
+    let waiting = eventually("a child waiting", || children(zygote, "--zygote").first().copied());
+    signal(waiting, libc::SIGKILL);
+    eventually("the child to be reaped", || (!alive(waiting)).then_some(()));
+    whoami(&g, "survivor", "");
+    let answer = g.post("survivor", "").json();
+    let pid = answer["pid"].as_u64().unwrap() as u32;
+    assert_ne!(pid, waiting);
+    assert_eq!(parent_and_group(pid).0, zygote, "still forked from the zygote");
+    assert_eq!(g.describe("survivor")["scaling"][0]["pooled_starts"], 1);
 }

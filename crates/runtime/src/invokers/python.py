@@ -365,21 +365,55 @@ def _reap(_signum, _frame):
             return
         if pid == 0:
             return
+        if pid in _idle:
+            # A waiting child gust never heard of: replaced at the next request.
+            _idle.pop(pid).close()
+            continue
         if os.WIFSIGNALED(status):
             _emit({"exit": pid, "signal": os.WTERMSIG(status)})
         else:
             _emit({"exit": pid, "code": os.WEXITSTATUS(status)})
 
 
-def _become(request, fds, prctl):
-    """In a freshly forked child: take the instance's pipes and socket, its environment
-    and working directory, and serve as that function's instance."""
+# Children forked ahead of need, by pid: each waits on its end of a socket pair for the
+# request the zygote passes on.
+_idle = {}
+
+
+def _forget_idle():
+    """In a child: the other waiting children are the zygote's business."""
+    for sock in _idle.values():
+        sock.close()
+    _idle.clear()
+
+
+def _recv_request(sock):
+    """One request: a JSON line with the instance's listener, stdout and stderr attached.
+    None when the other end has closed."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3)
+    if not data:
+        return None, fds
+    while not data.endswith(b"\n"):
+        more = sock.recv(1 << 20)
+        if not more:
+            return None, fds
+        data += more
+    return data, fds
+
+
+def _child_setup(prctl):
+    """First thing in any forked child: its own process group, gone with the zygote."""
     import signal
-    import time
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setpgid(0, 0)
     if prctl is not None:
         prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: go with the zygote (which goes with gust)
+
+
+def _become(request, fds):
+    """In a forked child: take the instance's pipes and socket, its environment and
+    working directory, and serve as that function's instance."""
+    import time
     listener, out, err = fds
     os.dup2(out, 1)
     os.dup2(err, 2)
@@ -387,6 +421,7 @@ def _become(request, fds, prctl):
     for fd in fds:
         if fd > 3:
             os.close(fd)
+    request = _json().loads(request)
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
@@ -394,18 +429,53 @@ def _become(request, fds, prctl):
     main()
 
 
-def zygote():
+def _run_child(work):
+    try:
+        work()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+    finally:
+        os._exit(70)
+
+
+def _prefork(prctl):
+    """Forks a child that waits for a request, so a cold start skips the fork itself and
+    the copy-on-write faults of a child's first steps."""
+    import gc
+    ours, theirs = socket.socketpair()
+    gc.freeze()  # the collector must not touch (and so copy) the zygote's objects
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _forget_idle()
+
+        def wait_then_become():
+            _child_setup(prctl)
+            data, fds = _recv_request(theirs)
+            if data is None:
+                os._exit(0)
+            theirs.close()
+            _become(data, fds)
+        _run_child(wait_then_become)
+    theirs.close()
+    _idle[pid] = ours
+
+
+def zygote(waiting):
     """SOCK-style zygote: the interpreter and the invoker's imports are loaded once; each
     request on fd 3 (JSON + the instance's listener, stdout and stderr via SCM_RIGHTS)
-    forks a child that becomes the instance. Replies and child exits go to gust as JSON
-    lines on stdout."""
+    goes to a child forked ahead of need (or one forked now) that becomes the instance.
+    Replies and child exits go to gust as JSON lines on stdout."""
     import signal
     # What every instance would import anyway, imported once here.
     import importlib  # noqa: F401
-    import json  # noqa: F401
     import threading  # noqa: F401
+    import time  # noqa: F401
     import traceback  # noqa: F401
     import site
+    _json()
     site.getsitepackages()
     try:
         import ctypes
@@ -414,39 +484,49 @@ def zygote():
         prctl = None
     ctl = socket.socket(fileno=3)
     signal.signal(signal.SIGCHLD, _reap)
+    while len(_idle) < waiting:
+        _prefork(prctl)
     _emit({"ready": os.getpid()})
     while True:
-        data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 3)
-        if not data:
+        data, fds = _recv_request(ctl)
+        if data is None:
             os._exit(0)
-        while not data.endswith(b"\n"):
-            more = ctl.recv(1 << 20)
-            if not more:
-                os._exit(0)
-            data += more
-        request = _json().loads(data)
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             _emit({"error": "expected 3 descriptors, got %d" % len(fds)})
             continue
-        pid = os.fork()
-        if pid == 0:
+        if _idle:
+            pid = next(iter(_idle))  # the longest waiting
+            sock = _idle.pop(pid)
+            # Its pid goes to gust first: woken, the child may well run before this
+            # process does again, and gust waits for the pid before it sends the call.
+            # A waiting child that died is reaped out of _idle at once; should one die in
+            # between, its exit is reported and the instance fails like any crash.
+            _emit({"pid": pid})
             try:
-                _become(request, fds, prctl)
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                sys.stderr.flush()
-            finally:
-                os._exit(70)
+                socket.send_fds(sock, [data], fds)
+            except OSError:
+                pass
+            sock.close()
+        else:
+            pid = os.fork()
+            if pid == 0:
+                _forget_idle()
+
+                def become_now():
+                    _child_setup(prctl)
+                    _become(data, fds)
+                _run_child(become_now)
+            _emit({"pid": pid})
         for fd in fds:
             os.close(fd)
-        _emit({"pid": pid})
+        while len(_idle) < waiting:
+            _prefork(prctl)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--zygote"]:
-        zygote()
+    if sys.argv[1:2] == ["--zygote"]:
+        zygote(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     else:
         main()
