@@ -136,6 +136,12 @@ pub struct RevisionScale {
     pub cold_starts: u64,
     /// How many of those came from a warm runtime pool or zygote.
     pub pooled_starts: u64,
+    /// Calls this revision has taken (those refused at a full queue included).
+    #[serde(default)]
+    pub calls: u64,
+    /// How many of those found no free instance and queued, for a start or a slot.
+    #[serde(default)]
+    pub waited: u64,
     /// Why this revision's instances start fresh rather than from a warm pool, if they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpooled_reason: Option<String>,

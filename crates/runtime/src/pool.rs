@@ -84,6 +84,9 @@ struct State {
     /// Instances started, and how many of them came from a warm pool.
     cold_starts: u64,
     pooled_starts: u64,
+    /// Calls that asked for a slot, and how many of them had to wait for one.
+    calls: u64,
+    waited: u64,
 }
 
 /// Concurrency (calls in flight plus calls waiting) integrated over time, so that the
@@ -229,6 +232,8 @@ impl Pool {
             decision: None,
             cold_starts: 0,
             pooled_starts: 0,
+            calls: 0,
+            waited: 0,
         };
         Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(state), me: me.clone() })
     }
@@ -263,6 +268,7 @@ impl Pool {
             if let Some(closed) = st.closed {
                 return Err(self.closed_error(closed));
             }
+            st.calls += 1;
             if let Some(m) = free_member(&mut st.members, concurrency) {
                 m.in_flight += 1;
                 let instance = m.instance.clone();
@@ -282,6 +288,7 @@ impl Pool {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
+            st.waited += 1;
             st.mark();
             self.scale_for_waiters(&mut st);
             let waits_for_start = st.waiters.len() <= (st.starting * concurrency) as usize;
@@ -503,6 +510,8 @@ impl Pool {
             queued: st.waiting(),
             cold_starts: st.cold_starts,
             pooled_starts: st.pooled_starts,
+            calls: st.calls,
+            waited: st.waited,
             unpooled_reason: crate::instance::unpooled_reason(&self.ctx, &self.revision.spec),
             retired: st.retired,
         }

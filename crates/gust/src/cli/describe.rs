@@ -63,7 +63,7 @@ impl Describe {
             let window = gust_api::quantity::format_duration(d.spec.scale.stable_window);
             let panic_window = gust_api::quantity::format_duration(d.spec.scale.panic_window());
             println!("\nScaling (Knative KPA, concurrency over {window} / {panic_window}):");
-            let rows: Vec<[String; 8]> = d
+            let rows: Vec<[String; 9]> = d
                 .scaling
                 .iter()
                 .map(|s| {
@@ -78,13 +78,24 @@ impl Describe {
                         if s.panic { "yes".into() } else { "no".into() },
                         format!("{:.2} / {:.2}", s.stable_concurrency, s.panic_concurrency),
                         s.queued.to_string(),
+                        format!("{} of {}", s.waited, s.calls),
                         s.cold_starts.to_string(),
                         s.pooled_starts.to_string(),
                     ]
                 })
                 .collect();
             print_table(
-                &["REVISION", "DESIRED", "ACTUAL", "PANIC", "CONCURRENCY", "QUEUED", "COLD STARTS", "FROM POOL"],
+                &[
+                    "REVISION",
+                    "DESIRED",
+                    "ACTUAL",
+                    "PANIC",
+                    "CONCURRENCY",
+                    "QUEUED",
+                    "CALLS WAITED",
+                    "COLD STARTS",
+                    "FROM POOL",
+                ],
                 &rows,
             );
             for s in d.scaling.iter().filter_map(|s| s.unpooled_reason.as_ref().map(|r| (s, r))) {

@@ -41,6 +41,10 @@ fn a_hundred_concurrent_calls_from_zero_all_succeed() {
     assert!(failed.is_empty(), "every call must get 200, got {failed:?}");
     let s = scaling(&g, "crowd");
     assert!((2..=10).contains(&s["cold_starts"].as_u64().unwrap()), "scaled out within max: {s}");
+    // Nothing was running: at least the first calls (one per instance started) queued.
+    assert_eq!(s["calls"], 100, "{s}");
+    let waited = s["waited"].as_u64().unwrap();
+    assert!((s["cold_starts"].as_u64().unwrap()..=100).contains(&waited), "{s}");
 }
 
 #[test]
