@@ -36,7 +36,17 @@ pub async fn call(
 ) -> Result<Response<Body>> {
     let instance = slot.instance().clone();
     let spec = &instance.revision.spec;
-    let mut conn = match instance.take_connection() {
+    // A kept connection is used once its previous exchange has wound down (hyper accepts
+    // the next request then); one that turns out closed is replaced by a new one.
+    let kept = match instance.take_connection() {
+        Some(mut c) => match tokio::time::timeout_at(deadline, c.ready()).await {
+            Ok(Ok(())) => Some(c),
+            Ok(Err(_)) => None,
+            Err(_) => return Err(timed_out(slot)),
+        },
+        None => None,
+    };
+    let mut conn = match kept {
         Some(c) => c,
         None => match tokio::time::timeout_at(deadline, connect(&instance)).await {
             Ok(Ok(c)) => c,
@@ -162,7 +172,7 @@ impl http_body::Body for CallBody {
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if this.lease.slot.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
             this.lease.conn = None;
             if let Some(slot) = this.lease.slot.take() {
@@ -170,7 +180,7 @@ impl http_body::Body for CallBody {
             }
             return Poll::Ready(Some(Err(Box::new(StreamTimeout(*this.timeout)))));
         }
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(None) => {
                 this.lease.complete = true;
                 if let (Some(slot), Some(conn)) = (this.lease.slot.take(), this.lease.conn.take()) {
@@ -188,7 +198,18 @@ impl http_body::Body for CallBody {
                 }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            other => other.map_err(|e| Box::new(e) as BoxError),
+            Poll::Ready(Some(Ok(frame))) => {
+                // hyper stops polling a body that says it has ended (its last byte came
+                // with this frame), so this is where the exchange completes.
+                if this.inner.is_end_stream() {
+                    this.lease.complete = true;
+                    if let (Some(slot), Some(conn)) = (this.lease.slot.take(), this.lease.conn.take()) {
+                        slot.instance().put_connection(conn);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

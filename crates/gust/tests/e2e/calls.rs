@@ -275,3 +275,33 @@ require('http').createServer((req, res) => {{
     assert!(rest.contains("got second\n") && rest.contains("end\n"), "{rest}");
     assert_eq!(std::fs::read_to_string(&mark).unwrap(), "first\nsecond\n");
 }
+
+#[test]
+fn calls_reuse_the_connection_to_the_instance_whatever_the_answer() {
+    let g = gust();
+    // A Node server on $GUST_SOCKET that answers with how many connections it has had,
+    // with a fixed-length body, a chunked one or none at all.
+    let server = r#"#!/usr/bin/env node
+let connections = 0;
+const server = require('http').createServer((req, res) => {
+  const n = String(connections);
+  if (req.url.endsWith('/chunked')) { res.write(n); res.end(); }
+  else if (req.url.endsWith('/empty')) { res.setHeader('x-connections', n); res.end(); }
+  else { res.setHeader('content-length', n.length); res.end(n); }
+});
+server.on('connection', () => { connections += 1; });
+server.listen(process.env.GUST_SOCKET);
+"#;
+    let m = manifest("counter", "exec", "handler = \"server\"\nprotocol = \"http\"");
+    g.deploy("counter", &[("gust.toml", &m), ("server", server)]);
+    // gust's readiness probe is a connection too, so the count starts wherever it starts,
+    // and must then stay put.
+    let mut first = None;
+    for path in ["counter/fixed", "counter/chunked", "counter/empty", "counter/fixed", "counter/chunked"] {
+        let r = g.post(path, "");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let seen =
+            if path.ends_with("empty") { r.header("x-connections").unwrap_or_default().to_owned() } else { r.text() };
+        assert_eq!(&seen, first.get_or_insert_with(|| seen.clone()), "{path}: every call on the one kept connection");
+    }
+}
