@@ -59,6 +59,11 @@ impl Up {
         println!("gust {} listening on {}", info.version, info.listen);
         println!("  data:      {}", info.data_dir);
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
+        let pools = config.pools;
+        println!(
+            "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
+            pools.python, pools.node
+        );
         if !info.isolation.host_allows.is_empty() {
             println!("  host also allows: {}", info.isolation.host_allows.join(", "));
         }
