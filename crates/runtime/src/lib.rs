@@ -14,6 +14,8 @@
 //! - [`pool`]: per-revision instances, slots and the bounded wait queue (the activator).
 //! - [`instance`]: one running copy of a revision and how it is started and stopped.
 //! - [`proxy`] / [`stdio`]: the `http` and `stdio` protocols.
+//! - [`zygote`] / [`spares`]: the warm pools: Python children forked ahead of need from
+//!   a loaded interpreter, and Node processes started ahead of need.
 //! - [`spawn`]: the process launch itself (environment, process group, rlimits).
 //! - [`interpreters`]: finding `python3`, `node` and `bash` once at start-up.
 //! - [`logs`]: captured output lines and recent failed calls, per function.
