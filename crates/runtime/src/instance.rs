@@ -249,9 +249,10 @@ impl Instance {
         let id = format!("{}-{}", revision.id, &suffix[suffix.len() - 6..]);
         let dir = ctx.run_dir.join(&id);
         let scratch = dir.join("scratch");
-        std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch))?;
+        let make_dir = || std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch));
         let (dead_tx, dead_rx) = watch::channel(false);
         if spec.protocol == Protocol::Stdio {
+            make_dir()?;
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
@@ -271,12 +272,17 @@ impl Instance {
         let mut env = spawn::base_env(&scratch, &interpreter_dirs(&ctx.interpreters));
         env.extend(gust_env(revision, &id, &ctx.pycache_dir));
         env.push(("GUST_SOCKET".into(), socket.clone().into()));
+        let poolable = unpooled_reason(ctx, spec).is_none();
+        // A spare brings its own directory (socket and scratch), moved to this one's name.
         let spared = match &ctx.node_spares {
-            Some(spares) if spec.runtime == Runtime::Node && unpooled_reason(ctx, spec).is_none() => {
-                Self::from_spare(spares, &dir, &scratch, &env, &revision.code_dir).await?
+            Some(spares) if spec.runtime == Runtime::Node && poolable => {
+                Self::from_spare(spares, &dir, &env, &revision.code_dir).await
             }
             _ => None,
         };
+        if spared.is_none() {
+            make_dir()?;
+        }
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -343,9 +349,7 @@ impl Instance {
             Launch { program: program.clone(), args, env, cwd: revision.code_dir.clone(), listen_fd, stdin: false };
         let launched = match (spared, &ctx.zygote, spec.runtime) {
             (Some(spared), _, _) => Ok(spared),
-            (None, Some(zygote), Runtime::Python) if unpooled_reason(ctx, spec).is_none() => {
-                Self::fork_or_spawn(zygote, launch).await
-            }
+            (None, Some(zygote), Runtime::Python) if poolable => Self::fork_or_spawn(zygote, launch).await,
             _ => Launched::spawned(launch),
         }
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
@@ -392,24 +396,20 @@ impl Instance {
     }
 
     /// Takes a spare process of the runtime, if one is ready, and makes it this instance
-    /// (in `dir`). When the hand-over fails the instance starts fresh: `dir` and
-    /// `scratch` are made anew.
+    /// in `dir` (which must not exist yet). `None` when there is none or the hand-over
+    /// failed; the instance then starts fresh.
     async fn from_spare(
         spares: &crate::spares::Spares,
         dir: &Path,
-        scratch: &Path,
         env: &[(String, OsString)],
         cwd: &Path,
-    ) -> Result<Option<Launched>> {
-        let Some(spare) = spares.take() else { return Ok(None) };
-        // The spare brings its own directory (socket and scratch) under this name.
-        let _ = std::fs::remove_dir_all(dir);
+    ) -> Option<Launched> {
+        let spare = spares.take()?;
         match spare.become_instance(dir, env, cwd).await {
-            Ok(child) => Ok(Some(Launched::from_child(child, true))),
+            Ok(child) => Some(Launched::from_child(child, true)),
             Err(e) => {
                 tracing::warn!(runtime = spares.runtime, error = %e, "warm process hand-over failed; starting fresh");
-                std::fs::create_dir_all(scratch).map_err(Error::io("create scratch directory", scratch))?;
-                Ok(None)
+                None
             }
         }
     }

@@ -138,12 +138,22 @@ struct Lease {
     complete: bool,
 }
 
+impl Lease {
+    /// The exchange is complete: the connection goes back to the instance for the next
+    /// call, and the slot is freed.
+    fn finish(&mut self) {
+        self.complete = true;
+        if let (Some(slot), Some(conn)) = (self.slot.take(), self.conn.take()) {
+            slot.instance().put_connection(conn);
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let (Some(slot), Some(conn)) = (self.slot.as_ref(), self.conn.take())
-            && self.complete
-        {
-            slot.instance().put_connection(conn);
+        // An empty body that was never polled is complete from the start.
+        if self.complete {
+            self.finish();
         }
     }
 }
@@ -182,10 +192,7 @@ impl http_body::Body for CallBody {
         }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(None) => {
-                this.lease.complete = true;
-                if let (Some(slot), Some(conn)) = (this.lease.slot.take(), this.lease.conn.take()) {
-                    slot.instance().put_connection(conn);
-                }
+                this.lease.finish();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -202,10 +209,7 @@ impl http_body::Body for CallBody {
                 // hyper stops polling a body that says it has ended (its last byte came
                 // with this frame), so this is where the exchange completes.
                 if this.inner.is_end_stream() {
-                    this.lease.complete = true;
-                    if let (Some(slot), Some(conn)) = (this.lease.slot.take(), this.lease.conn.take()) {
-                        slot.instance().put_connection(conn);
-                    }
+                    this.lease.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -94,13 +94,11 @@ impl Supervisor {
             let path = invokers_dir.join(name);
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
+        let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
         let zygote = match (&config.interpreters.python.path, config.pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
-                let env = crate::spawn::base_env(
-                    &dir.join("scratch"),
-                    &crate::instance::interpreter_dirs(&config.interpreters),
-                );
+                let env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
                 Some(crate::zygote::Zygote::new(python.clone(), invokers_dir.join("python.py"), dir, env, waiting))
             }
             _ => None,
@@ -112,7 +110,7 @@ impl Supervisor {
                 vec![invokers_dir.join("node.js").into(), "--generic".into()],
                 usize::try_from(n).unwrap_or(usize::MAX),
                 run_dir.clone(),
-                crate::instance::interpreter_dirs(&config.interpreters),
+                path_dirs,
             ))),
             _ => None,
         };
