@@ -405,6 +405,7 @@ def _child_setup(prctl):
     """First thing in any forked child: its own process group, gone with the zygote."""
     import signal
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
     os.setpgid(0, 0)
     if prctl is not None:
         prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: go with the zygote (which goes with gust)
@@ -464,8 +465,12 @@ def _prefork(prctl):
     """Forks a child that waits for a request, so a cold start skips the fork itself and
     the copy-on-write faults of a child's first steps."""
     import gc
+    import signal
     ours, theirs = socket.socketpair()
     gc.freeze()  # the collector must not touch (and so copy) the zygote's objects
+    # Until the child is in _idle, its death must not reach _reap: reported as an
+    # instance's exit, it would be taken for the exit of the instance it later becomes.
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     pid = os.fork()
     if pid == 0:
         ours.close()
@@ -482,6 +487,7 @@ def _prefork(prctl):
         _run_child(wait_then_become)
     theirs.close()
     _idle[pid] = ours
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
 
 
 def zygote(waiting):
