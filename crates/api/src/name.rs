@@ -113,9 +113,19 @@ impl CallId {
     /// The longest caller-supplied id that is kept as is.
     pub const MAX_LEN: usize = 128;
 
-    /// A fresh, time-ordered id.
+    /// A fresh id, ordered by time to the millisecond.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string())
+        let id = match random_id_bytes() {
+            Some(random) => {
+                let millis = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+            }
+            None => uuid::Uuid::now_v7(),
+        };
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        Self(id.hyphenated().encode_lower(&mut text).to_owned())
     }
 
     /// Keeps a caller's id when it is 1–128 bytes of visible ASCII; otherwise makes one.
@@ -133,6 +143,27 @@ impl CallId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The random part of a call id, from the OS's generator drawn 4 KB at a time per
+/// thread: one `getrandom` call per 400 ids instead of one per id, which was one in five
+/// of the gateway's system calls per proxied call. `None` only if the OS has none.
+fn random_id_bytes() -> Option<[u8; 10]> {
+    use std::cell::RefCell;
+    const BATCH: usize = 4000;
+    thread_local! {
+        static RANDOM: RefCell<(Box<[u8; BATCH]>, usize)> = RefCell::new((Box::new([0; BATCH]), BATCH));
+    }
+    RANDOM.with_borrow_mut(|(bytes, used)| {
+        if *used == BATCH {
+            getrandom::fill(&mut bytes[..]).ok()?;
+            *used = 0;
+        }
+        let mut out = [0; 10];
+        out.copy_from_slice(&bytes[*used..*used + 10]);
+        *used += 10;
+        Some(out)
+    })
 }
 
 impl fmt::Display for CallId {
@@ -166,5 +197,16 @@ mod tests {
         assert_eq!(CallId::from_caller(Some(b"abc-1")).as_str(), "abc-1");
         assert_ne!(CallId::from_caller(Some(b"has space")).as_str(), "has space");
         assert_eq!(CallId::from_caller(None).as_str().len(), 36);
+    }
+
+    #[test]
+    fn generated_call_ids_are_distinct_v7_uuids_in_time_order() {
+        // More than one batch of random bytes.
+        let ids: Vec<uuid::Uuid> = (0..1000).map(|_| CallId::generate().as_str().parse().expect("a uuid")).collect();
+        assert!(ids.iter().all(|u| u.get_version_num() == 7));
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        let times: Vec<(u64, u32)> = ids.iter().map(|u| u.get_timestamp().expect("v7").to_unix()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "time ordered");
     }
 }

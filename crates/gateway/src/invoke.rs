@@ -47,7 +47,7 @@ pub struct Target<'a> {
 pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
     let function = target.function;
     let arrived = tokio::time::Instant::now();
-    let call = CallId::from_caller(req.headers().get(CALL_ID).map(HeaderValue::as_bytes));
+    let call = CallId::from_caller(req.headers().get(&X_CALL_ID).map(HeaderValue::as_bytes));
     let mut resp = match forward(gw, peer, &target, &call, arrived, req).await {
         Ok(resp) => {
             if resp.status().is_server_error() {
@@ -71,10 +71,10 @@ pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Req
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(call.as_str()) {
-        h.insert(CALL_ID, v);
+        h.insert(X_CALL_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", arrived.elapsed().as_secs_f64())) {
-        h.insert(DURATION, v);
+        h.insert(X_DURATION, v);
     }
     resp
 }
@@ -110,37 +110,37 @@ async fn forward(
     let body = boxed(LimitedBody::new(body, limit, exceeded.clone()));
     let deadline = arrived + spec.limits.timeout;
     let mut resp = gw.supervisor.call(&revision, call, Request::from_parts(parts, body), deadline, exceeded).await?;
-    strip_hop_by_hop(resp.headers_mut());
+    strip(resp.headers_mut(), |_| false);
     Ok(resp)
 }
 
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
-    strip_hop_by_hop(h);
-    let host = h.get(header::HOST).cloned();
-    let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    // Callers may not forge parameters: any they sent go with the hop-by-hop headers.
+    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX));
+    let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };
-    let pairs = [
-        ("x-forwarded-for", Some(forwarded_for)),
-        ("x-forwarded-proto", Some("http".to_owned())),
-        ("x-forwarded-uri", Some(original.to_string())),
-        ("x-forwarded-prefix", target.prefix.clone()),
-        ("x-forwarded-host", host.and_then(|v| v.to_str().ok().map(str::to_owned))),
-        (CALL_ID, Some(call.to_string())),
+    let uri = original.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
+    let host = h.get(header::HOST).filter(|v| v.to_str().is_ok()).cloned();
+    let vouched = [
+        (X_FORWARDED_FOR, HeaderValue::from_str(&forwarded_for).ok()),
+        (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
+        (X_FORWARDED_URI, HeaderValue::from_str(uri).ok()),
+        (X_FORWARDED_PREFIX, target.prefix.as_deref().and_then(|p| HeaderValue::from_str(p).ok())),
+        (X_FORWARDED_HOST, host),
+        (X_CALL_ID, HeaderValue::from_str(call.as_str()).ok()),
     ];
-    for (name, value) in pairs {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            h.insert(name, v);
-        } else {
+    for (name, value) in vouched {
+        match value {
+            Some(v) => {
+                h.insert(name, v);
+            }
             // Never pass on a caller's own value of a header gust vouches for.
-            h.remove(name);
+            None => {
+                h.remove(name);
+            }
         }
-    }
-    // Callers may not forge parameters: drop any they sent, then add the route's.
-    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(PARAM_PREFIX)).cloned().collect();
-    for k in forged {
-        h.remove(k);
     }
     for (name, value) in &target.params {
         let header = format!("{PARAM_PREFIX}{}", name.replace('_', "-"));
@@ -154,17 +154,27 @@ fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: 
 /// `X-Fission-Params-<Name>`), which stdio functions see as `Http_X_Gust_Param_<Name>`.
 pub const PARAM_PREFIX: &str = "x-gust-param-";
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_CALL_ID: HeaderName = HeaderName::from_static(CALL_ID);
+const X_DURATION: HeaderName = HeaderName::from_static(DURATION);
+
+/// Drops the hop-by-hop headers, those named in `Connection`, and any `also` picks, in
+/// one pass over the map (it runs twice on every call).
+fn strip(h: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> =
+        h.keys().filter(|k| HOP_BY_HOP.contains(k) || *k == header::TRANSFER_ENCODING || also(k)).cloned().collect();
+    doomed.extend(
+        h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+    );
+    for name in doomed {
         h.remove(name);
     }
-    h.remove(header::TRANSFER_ENCODING);
 }

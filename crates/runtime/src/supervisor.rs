@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gust_api::wire::{CallError, InstanceInfo, RevisionScale};
-use gust_api::{CallId, Protocol};
+use gust_api::{CallId, Protocol, RevisionId};
 use gust_store::Revision;
 use http::{Request, Response};
 
@@ -68,7 +68,7 @@ impl Default for WarmPools {
 pub struct Supervisor {
     ctx: Arc<Context>,
     /// Pools by revision id. Several revisions of one function coexist while old ones drain.
-    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    pools: Mutex<HashMap<RevisionId, Arc<Pool>>>,
     shutting_down: AtomicBool,
 }
 
@@ -152,7 +152,7 @@ impl Supervisor {
         &self.ctx.interpreters
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RevisionId, Arc<Pool>>> {
         // A map of handles only; safe to use after a panic elsewhere.
         self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -173,8 +173,15 @@ impl Supervisor {
 
     /// The pool of `revision`, created (wanting `initial` instances) if it has none.
     fn pool(&self, revision: &Arc<Revision>, initial: u32) -> Arc<Pool> {
-        let key = revision.id.to_string();
-        self.lock().entry(key).or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial)).clone()
+        let mut pools = self.lock();
+        // Looked up before it is cloned as a key: this runs on every call.
+        if let Some(pool) = pools.get(&revision.id) {
+            return pool.clone();
+        }
+        pools
+            .entry(revision.id.clone())
+            .or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial))
+            .clone()
     }
 
     /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
@@ -247,8 +254,8 @@ impl Supervisor {
                 _ = tick.tick() => {}
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
             }
-            let pools: Vec<(String, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
-            let done: Vec<String> = pools.into_iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k).collect();
+            let pools: Vec<(RevisionId, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
+            let done: Vec<RevisionId> = pools.into_iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k).collect();
             if !done.is_empty() {
                 let mut map = self.lock();
                 for k in done {
