@@ -9,6 +9,7 @@
 //! - [`name`]: [`FunctionName`], [`RevisionId`], [`CallId`] — newtypes checked on construction.
 //! - [`manifest`]: parsing and validation of `gust.toml` into [`FunctionSpec`].
 //! - [`route`]: custom HTTP routes, [`RoutePattern`] (`/users/{id}`) and their conflicts.
+//! - [`traffic`]: how calls split over revisions, tags, and rollback, as pure functions.
 //! - [`quantity`]: `"30s"` durations and `"6Mi"` byte sizes as they are written in manifests.
 //! - [`wire`]: request and response bodies of `/api/v1`.
 //! - [`error`]: the crate's one [`Error`] enum.
@@ -18,9 +19,11 @@ pub mod manifest;
 pub mod name;
 pub mod quantity;
 pub mod route;
+pub mod traffic;
 pub mod wire;
 
 pub use error::{Error, Problem, Result};
 pub use manifest::{FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy};
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};
+pub use traffic::{Share, Traffic};

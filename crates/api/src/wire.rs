@@ -29,12 +29,18 @@ pub struct ErrorBody {
 pub struct DeployResponse {
     /// The function deployed.
     pub function: String,
-    /// The revision now taking all traffic, e.g. `hello-00002`.
+    /// The revision deployed (or, when nothing changed, the latest), e.g. `hello-00002`.
     pub revision: String,
     /// Whether this deploy made a new revision; `false` when code and config were identical.
     pub changed: bool,
     /// Where to call it.
     pub url: String,
+    /// The share of calls the revision takes now (0 after `--no-traffic`).
+    #[serde(default)]
+    pub traffic_percent: u32,
+    /// Its tags, each reachable at `URL@TAG`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// The content digest of the code, `sha256:…`.
     pub code_digest: String,
     /// What the build did, when the function has one.
@@ -80,7 +86,7 @@ pub struct FunctionSummary {
     pub name: String,
     /// Its runtime, as written in manifests.
     pub runtime: String,
-    /// The revision taking traffic.
+    /// Its latest revision.
     pub revision: String,
     /// Instances running now, over every revision.
     pub instances: usize,
@@ -160,6 +166,71 @@ pub struct RevisionInfo {
     pub created_at: String,
     /// Share of traffic it takes, 0–100.
     pub traffic_percent: u8,
+    /// Tags that name it (`/function/NAME@TAG`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether it is the newest revision (`@latest`).
+    #[serde(default)]
+    pub latest: bool,
+    /// Instances of it running now.
+    #[serde(default)]
+    pub instances: usize,
+}
+
+/// `PUT /api/v1/functions/{name}/traffic`: tags are set and removed first, then `split`
+/// (when given) replaces the whole split. Targets are revision ids (`NAME-00003`, or
+/// `3`), tags, or `@latest`, which follows new deploys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficUpdate {
+    /// The new split; its shares must sum to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<TargetPercent>>,
+    /// Tags to set or move: tag → target.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tag: std::collections::BTreeMap<String, String>,
+    /// Tags to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untag: Vec<String>,
+}
+
+/// One share of a split as the user names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetPercent {
+    /// A revision id, a tag or `@latest`.
+    pub target: String,
+    /// Percent of calls.
+    pub percent: u32,
+}
+
+/// `POST /api/v1/functions/{name}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The revision (or tag) to send all traffic to; the one before the revision taking
+    /// most traffic when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// A function's traffic after a change: each revision with a share or a tag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficInfo {
+    /// The function.
+    pub function: String,
+    /// Revisions with a share or a tag, newest first.
+    pub targets: Vec<TrafficTarget>,
+}
+
+/// One revision's place in a function's traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficTarget {
+    /// `NAME-00003`.
+    pub revision: String,
+    /// Its share of calls without a tag.
+    pub percent: u32,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Whether it is the newest revision.
+    pub latest: bool,
 }
 
 /// One running instance.

@@ -1,14 +1,18 @@
-//! The control API under `/api/v1`: deploy, list, describe, remove, logs, info.
+//! The control API under `/api/v1`: deploy, list, describe, remove, logs, traffic,
+//! rollback, info.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
-use gust_api::FunctionName;
-use gust_api::wire::{BuildInfo, DeployEvent, DeployResponse, FunctionDetail, FunctionSummary, LogLine, RevisionInfo};
+use gust_api::wire::{
+    BuildInfo, DeployEvent, DeployResponse, FunctionDetail, FunctionSummary, LogLine, RevisionInfo, RollbackRequest,
+    TrafficInfo, TrafficTarget, TrafficUpdate,
+};
+use gust_api::{FunctionName, Traffic};
 use gust_runtime::body::{LimitedBody, boxed, full};
 use gust_runtime::{Body, build};
-use gust_store::{Built, Staged};
+use gust_store::{Built, DeployTraffic, Serving, Staged};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -37,23 +41,41 @@ pub fn list(gw: &Gateway) -> Result<Response<Body>> {
         .registry
         .all()
         .into_iter()
-        .map(|r| FunctionSummary {
-            name: r.spec.name.to_string(),
-            runtime: r.spec.runtime.to_string(),
-            revision: r.id.to_string(),
-            instances: gw.supervisor.instances(r.spec.name.as_str()).len(),
-            url: gw.function_url(r.spec.name.as_str()),
+        .map(|routing| {
+            let r = &routing.latest;
+            FunctionSummary {
+                name: r.spec.name.to_string(),
+                runtime: r.spec.runtime.to_string(),
+                revision: r.id.to_string(),
+                instances: gw.supervisor.instances(r.spec.name.as_str()).len(),
+                url: gw.function_url(r.spec.name.as_str()),
+            }
         })
         .collect();
     Ok(json(StatusCode::OK, &rows))
 }
 
-/// `POST /api/v1/functions`: the body is a `.tar.gz` of the function directory.
+/// `POST /api/v1/functions[?traffic=none][&tag=TAG]`: the body is a `.tar.gz` of the
+/// function directory. The new revision takes every call unless `traffic=none`; `tag`
+/// names it (`/function/NAME@TAG`).
 ///
 /// With `Accept: application/x-ndjson` the answer is a 200 stream of [`DeployEvent`]s —
 /// build steps and output as they happen, then `done` or `failed` — once the upload is
 /// unpacked and its manifest valid; otherwise one JSON answer when everything is over.
 pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let mut intent = DeployTraffic::default();
+    for (k, v) in query_pairs(req.uri().query()) {
+        match (k, v.as_str()) {
+            ("traffic", "none") => intent.no_traffic = true,
+            ("traffic", "all") => intent.no_traffic = false,
+            ("tag", _) => intent.tag = Some(v),
+            (other, _) => {
+                return Err(Error::BadRequest {
+                    message: format!("unknown deploy option `{other}={v}`; use traffic=none|all and tag=TAG"),
+                });
+            }
+        }
+    }
     let streamed = req
         .headers()
         .get(header::ACCEPT)
@@ -67,7 +89,8 @@ pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Respons
         Err(_) if exceeded.load(std::sync::atomic::Ordering::Acquire) => return Err(Error::UploadTooLarge { limit }),
         Err(e) => return Err(Error::BadRequest { message: format!("could not read the upload: {e}") }),
     };
-    let staged = gw.with_store(move |s| s.stage(&bytes[..])).await?;
+    let mut staged = gw.with_store(move |s| s.stage(&bytes[..])).await?;
+    staged.traffic = intent;
     let plan = build::plan(&staged.spec, staged.dir(), staged.source_digest.as_str(), gw.supervisor.interpreters())?;
     let (events_tx, mut events_rx) = mpsc::channel::<build::Event>(256);
     if !streamed {
@@ -149,11 +172,12 @@ async fn finish_deploy(
             }
         }
     };
-    let revision = Arc::new(outcome.revision);
-    if outcome.changed || gw.registry.get(revision.spec.name.as_str()).is_none() {
-        gw.registry.set(revision.clone());
-        gw.supervisor.activate(&revision, outcome.changed);
-    }
+    let revision = outcome.revision;
+    let name = revision.spec.name.clone();
+    let serving = gw.with_store(move |s| s.serving(&name)).await?;
+    let latest = serving.latest;
+    let (percent, tags) = traffic_of(&serving.traffic, latest, revision.id.number());
+    gw.put_in_service(&function, serving, outcome.changed.then_some(&revision.id))?;
     if outcome.changed {
         // Only a new revision can have replaced the function's manifest routes.
         gw.reload_routes().await?;
@@ -164,6 +188,8 @@ async fn finish_deploy(
         revision: revision.id.to_string(),
         changed: outcome.changed,
         url: gw.function_url(revision.spec.name.as_str()),
+        traffic_percent: percent,
+        tags,
         code_digest: revision.code_digest.to_string(),
         build: build_info,
     };
@@ -179,12 +205,13 @@ fn event_line(event: &DeployEvent) -> Bytes {
 /// `GET /api/v1/functions/{name}`.
 pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
-    let (revisions, current) = gw.with_store(move |s| s.revisions(&fname)).await?;
+    let (revisions, latest, traffic) = gw.with_store(move |s| s.revisions(&fname)).await?;
     let serving = revisions
         .iter()
-        .find(|r| r.id.number() == current)
-        .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision {current}")))?;
+        .find(|r| r.id.number() == latest)
+        .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision {latest}")))?;
     let scaling = gw.supervisor.scaling(name);
+    let instances = gw.supervisor.instances(name);
     let detail = FunctionDetail {
         name: name.to_owned(),
         url: gw.function_url(name),
@@ -192,19 +219,104 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
         manifest: serving.spec.to_toml(),
         revisions: revisions
             .iter()
-            .map(|r| RevisionInfo {
-                id: r.id.to_string(),
-                code_digest: r.code_digest.to_string(),
-                created_at: humantime::format_rfc3339_seconds(r.created_at).to_string(),
-                traffic_percent: if r.id.number() == current { 100 } else { 0 },
+            .map(|r| {
+                let (percent, tags) = traffic_of(&traffic, latest, r.id.number());
+                let id = r.id.to_string();
+                RevisionInfo {
+                    instances: instances.iter().filter(|i| i.revision == id).count(),
+                    id,
+                    code_digest: r.code_digest.to_string(),
+                    created_at: humantime::format_rfc3339_seconds(r.created_at).to_string(),
+                    traffic_percent: u8::try_from(percent).unwrap_or(100),
+                    tags,
+                    latest: r.id.number() == latest,
+                }
             })
             .collect(),
-        instances: gw.supervisor.instances(name),
+        instances,
         queued: scaling.iter().map(|s| s.queued).sum(),
         scaling,
         recent_errors: gw.supervisor.logs().recent_errors(name),
     };
     Ok(json(StatusCode::OK, &detail))
+}
+
+/// A revision's share of calls and its tags.
+fn traffic_of(traffic: &Traffic, latest: u32, revision: u32) -> (u32, Vec<String>) {
+    let percent = traffic.resolve(latest).iter().find(|(r, _)| *r == revision).map_or(0, |(_, p)| *p);
+    (percent, traffic.tags_of(revision))
+}
+
+/// `GET /api/v1/functions/{name}/traffic`.
+pub async fn traffic(gw: &Gateway, name: &str) -> Result<Response<Body>> {
+    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let serving = gw.with_store(move |s| s.serving(&fname)).await?;
+    Ok(json(StatusCode::OK, &traffic_info(name, &serving)))
+}
+
+/// `PUT /api/v1/functions/{name}/traffic` with a [`TrafficUpdate`]: applied whole or not
+/// at all, then put in service at once.
+pub async fn set_traffic(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let update: TrafficUpdate = read_json(req).await?;
+    change_traffic(gw, name, move |fname, t, latest, _| t.apply(fname, &update, latest)).await
+}
+
+/// `POST /api/v1/functions/{name}/rollback` with a [`RollbackRequest`]: every call to
+/// the named revision, or to the one before the revision taking most calls now.
+pub async fn rollback(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let request: RollbackRequest = read_json(req).await?;
+    change_traffic(gw, name, move |fname, t, latest, numbers| {
+        t.rollback(fname, request.revision.as_deref(), latest, numbers)
+    })
+    .await
+}
+
+async fn change_traffic(
+    gw: &Gateway,
+    name: &str,
+    change: impl FnOnce(&FunctionName, &Traffic, u32, &[u32]) -> std::result::Result<Traffic, String> + Send + 'static,
+) -> Result<Response<Body>> {
+    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let serving = gw
+        .with_store(move |s| s.update_traffic(&fname, |t, latest, numbers| change(&fname, t, latest, numbers)))
+        .await?;
+    let info = traffic_info(name, &serving);
+    gw.put_in_service(name, serving, None)?;
+    tracing::info!(function = name, traffic = ?info.targets.iter().map(|t| (&t.revision, t.percent)).collect::<Vec<_>>(), "traffic changed");
+    Ok(json(StatusCode::OK, &info))
+}
+
+fn traffic_info(name: &str, serving: &Serving) -> TrafficInfo {
+    let targets = serving
+        .revisions
+        .iter()
+        .filter_map(|r| {
+            let (percent, tags) = traffic_of(&serving.traffic, serving.latest, r.id.number());
+            let latest = r.id.number() == serving.latest;
+            (percent > 0 || !tags.is_empty() || latest).then(|| TrafficTarget {
+                revision: r.id.to_string(),
+                percent,
+                tags,
+                latest,
+            })
+        })
+        .collect();
+    TrafficInfo { function: name.to_owned(), targets }
+}
+
+/// A small JSON request body (at most 64 KiB); an empty body is the type's default.
+async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T> {
+    const LIMIT: u64 = 64 << 10;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let bytes = LimitedBody::new(req.into_body(), LIMIT, exceeded)
+        .collect()
+        .await
+        .map_err(|e| Error::BadRequest { message: format!("could not read the request body: {e}") })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest { message: format!("bad JSON body: {e}") })
 }
 
 /// `DELETE /api/v1/functions/{name}`: stops its instances and forgets it.
@@ -222,7 +334,7 @@ pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
 /// `GET /api/v1/functions/{name}/logs?tail=N&follow=true`: newline-delimited JSON
 /// [`LogLine`]s; with `follow`, the stream stays open and carries new lines as they come.
 pub async fn logs(gw: &Gateway, name: &str, query: Option<&str>) -> Result<Response<Body>> {
-    if gw.registry.get(name).is_none() {
+    if !gw.registry.contains(name) {
         return Err(Error::FunctionNotFound { function: name.to_owned() });
     }
     let mut tail = DEFAULT_TAIL;

@@ -24,6 +24,14 @@ pub enum Error {
         /// The name asked for.
         function: String,
     },
+    /// The function has no revision with that tag.
+    #[error("function `{function}` has no tag `{tag}`; see its tags with `gust revisions {function}`")]
+    TagNotFound {
+        /// The function.
+        function: String,
+        /// The tag asked for.
+        tag: String,
+    },
     /// No route for the path.
     #[error("no route for `{path}`; functions are called at /function/NAME")]
     RouteNotFound {
@@ -65,7 +73,9 @@ impl Error {
         use gust_runtime::Error as R;
         use gust_store::Error as S;
         match self {
-            Error::FunctionNotFound { .. } | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::FunctionNotFound { .. } | Error::RouteNotFound { .. } | Error::TagNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,6 +95,7 @@ impl Error {
                 S::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 S::NotFound { .. } | S::RouteNotFound { .. } => StatusCode::NOT_FOUND,
                 S::RouteConflict { .. } => StatusCode::CONFLICT,
+                S::BadTraffic { .. } => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +108,7 @@ impl Error {
         use gust_store::Error as S;
         match self {
             Error::FunctionNotFound { .. } => "function_not_found",
+            Error::TagNotFound { .. } => "tag_not_found",
             Error::RouteNotFound { .. } => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::BadRequest { .. } => "bad_request",
@@ -120,6 +132,7 @@ impl Error {
                 S::NotFound { .. } => "function_not_found",
                 S::RouteNotFound { .. } => "route_not_found",
                 S::RouteConflict { .. } => "route_conflict",
+                S::BadTraffic { .. } => "bad_traffic",
                 _ => "internal",
             },
             Error::Internal(_) => "internal",

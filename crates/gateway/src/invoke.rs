@@ -35,6 +35,9 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 pub struct Target<'a> {
     /// The function.
     pub function: &'a str,
+    /// The tag naming one of its revisions (`/function/NAME@TAG`); else the `Gust-Tag`
+    /// header's, else the traffic split picks.
+    pub tag: Option<&'a str>,
     /// The path the function sees.
     pub path: &'a str,
     /// The part of the URL before `path` (`/function/NAME`), for `X-Forwarded-Prefix`.
@@ -88,8 +91,12 @@ async fn forward(
     req: Request<Incoming>,
 ) -> crate::Result<Response<Body>> {
     let (function, path) = (target.function, target.path);
-    let revision =
-        gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
+    let routing = gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
+    let tag = target.tag.or_else(|| req.headers().get(&GUST_TAG).and_then(|v| v.to_str().ok()));
+    let revision = routing
+        .pick(tag)
+        .ok_or_else(|| Error::TagNotFound { function: function.to_owned(), tag: tag.unwrap_or_default().to_owned() })?
+        .clone();
     let spec = &revision.spec;
     let limit = spec.limits.max_body;
     let declared =
@@ -161,6 +168,9 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_CALL_ID: HeaderName = HeaderName::from_static(CALL_ID);
 const X_DURATION: HeaderName = HeaderName::from_static(DURATION);
+/// Names the revision a call goes to by its tag, as the URL's `@TAG` does (Knative's
+/// `Knative-Serving-Tag`).
+const GUST_TAG: HeaderName = HeaderName::from_static("gust-tag");
 
 /// Drops the hop-by-hop headers, those named in `Connection`, and any `also` picks, in
 /// one pass over the map (it runs twice on every call).

@@ -1,19 +1,101 @@
-//! Function name → the revision serving it, in memory. Loaded from the store at start-up
-//! and updated by deploys and removals; the call path reads only this.
+//! Function name → how its calls split over revisions, in memory. Loaded from the store
+//! at start-up and replaced whole by deploys, traffic changes and removals; the call path
+//! reads only this.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 
 use gust_api::route::Params;
-use gust_store::{Revision, StoredRoute};
+use gust_store::{Revision, Serving, StoredRoute};
 
-/// The serving revision of every deployed function, and the custom routes.
+/// Where each deployed function's calls go, and the custom routes.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Readers are every call; writers are deploys. A read lock is held only to clone an `Arc`.
-    map: RwLock<BTreeMap<String, Arc<Revision>>>,
+    map: RwLock<BTreeMap<String, Arc<Routing>>>,
     /// Custom routes, replaced whole whenever they change (rarely).
     routes: RwLock<Arc<Vec<StoredRoute>>>,
+}
+
+/// One function's traffic, resolved to revisions.
+#[derive(Debug)]
+pub struct Routing {
+    /// The newest revision (`NAME@latest`).
+    pub latest: Arc<Revision>,
+    /// Revisions taking calls without a tag, each with the running total of shares up to
+    /// and including it (the last is 100).
+    split: Vec<(u32, Arc<Revision>)>,
+    /// Tag → revision.
+    tags: BTreeMap<String, Arc<Revision>>,
+}
+
+impl Routing {
+    /// Resolves a function's traffic over the revisions it keeps in service.
+    pub fn new(serving: Serving) -> Option<Self> {
+        let revisions: Vec<Arc<Revision>> = serving.revisions.into_iter().map(Arc::new).collect();
+        let by_number = |n: u32| revisions.iter().find(|r| r.id.number() == n).cloned();
+        let latest = by_number(serving.latest)?;
+        let mut total = 0;
+        let split = serving
+            .traffic
+            .resolve(serving.latest)
+            .into_iter()
+            .filter_map(|(n, percent)| {
+                total += percent;
+                Some((total, by_number(n)?))
+            })
+            .collect();
+        let tags = serving.traffic.tags.iter().filter_map(|(t, n)| Some((t.clone(), by_number(*n)?))).collect();
+        Some(Self { latest, split, tags })
+    }
+
+    /// The revision for one call: the tagged one, or one drawn by the split's shares.
+    /// `None` when the tag names nothing.
+    pub fn pick(&self, tag: Option<&str>) -> Option<&Arc<Revision>> {
+        match tag {
+            None => {
+                let last = self.split.last()?;
+                if self.split.len() == 1 {
+                    return Some(&last.1);
+                }
+                let roll = (random() % 100) as u32;
+                self.split.iter().find(|(upto, _)| roll < *upto).map(|(_, r)| r).or(Some(&last.1))
+            }
+            Some("latest") => Some(&self.latest),
+            Some(t) => self.tags.get(t),
+        }
+    }
+
+    /// Every revision this routing may send a call to.
+    pub fn revisions(&self) -> Vec<Arc<Revision>> {
+        let mut all: Vec<Arc<Revision>> = Vec::new();
+        let candidates =
+            std::iter::once(&self.latest).chain(self.split.iter().map(|(_, r)| r)).chain(self.tags.values());
+        for r in candidates {
+            if !all.iter().any(|a| a.id == r.id) {
+                all.push(r.clone());
+            }
+        }
+        all
+    }
+}
+
+/// A fast per-thread generator (xorshift64*, seeded from the standard library's per-thread
+/// random hash keys) for traffic splits: statistical, not secret.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x9e37_79b9_7f4a_7c15_u64) | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
 }
 
 impl Registry {
@@ -38,15 +120,19 @@ impl Registry {
             .map(|(r, params)| (r.function.clone(), params))
     }
 
-    /// The revision serving `function`.
-    pub fn get(&self, function: &str) -> Option<Arc<Revision>> {
+    /// How `function`'s calls are routed.
+    pub fn get(&self, function: &str) -> Option<Arc<Routing>> {
         self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(function).cloned()
     }
 
-    /// Makes `revision` its function's serving revision.
-    pub fn set(&self, revision: Arc<Revision>) {
-        let name = revision.spec.name.to_string();
-        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name, revision);
+    /// Whether `function` is deployed.
+    pub fn contains(&self, function: &str) -> bool {
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(function)
+    }
+
+    /// Replaces `function`'s routing.
+    pub fn set(&self, function: &str, routing: Arc<Routing>) {
+        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(function.to_owned(), routing);
     }
 
     /// Forgets `function`; returns whether it was there.
@@ -54,8 +140,8 @@ impl Registry {
         self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(function).is_some()
     }
 
-    /// Every serving revision, by name.
-    pub fn all(&self) -> Vec<Arc<Revision>> {
+    /// Every function's routing, by name.
+    pub fn all(&self) -> Vec<Arc<Routing>> {
         self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
     }
 }

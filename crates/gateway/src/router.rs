@@ -7,10 +7,12 @@ use http::Method;
 pub enum Route<'a> {
     /// `GET /healthz`.
     Health,
-    /// Any method on `/function/{name}` or `/function/{name}/{path…}`.
+    /// Any method on `/function/{name}[@{tag}]` or `/function/{name}[@{tag}]/{path…}`.
     Invoke {
         /// The function's name (not yet validated).
         function: &'a str,
+        /// The tag naming one of its revisions, if the URL has one.
+        tag: Option<&'a str>,
         /// The path the function sees, always starting with `/`.
         path: &'a str,
     },
@@ -40,6 +42,12 @@ pub enum Api<'a> {
     Remove(&'a str),
     /// `GET /api/v1/functions/{name}/logs`.
     Logs(&'a str),
+    /// `GET /api/v1/functions/{name}/traffic`.
+    Traffic(&'a str),
+    /// `PUT /api/v1/functions/{name}/traffic` with a `TrafficUpdate`.
+    SetTraffic(&'a str),
+    /// `POST /api/v1/functions/{name}/rollback` with a `RollbackRequest`.
+    Rollback(&'a str),
     /// `GET /api/v1/routes`.
     Routes,
     /// `POST /api/v1/routes` with `{method, path, function}`.
@@ -63,10 +71,14 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        let (function, tag) = match function.split_once('@') {
+            Some((f, t)) => (f, Some(t)),
+            None => (function, None),
+        };
         if function.is_empty() {
             return Route::NotFound;
         }
-        return Route::Invoke { function, path: sub };
+        return Route::Invoke { function, tag, path: sub };
     }
     let get = |r: Route<'a>| if method == Method::GET { r } else { Route::MethodNotAllowed { allow: "GET" } };
     match path {
@@ -93,6 +105,15 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
                     _ => Route::MethodNotAllowed { allow: "GET, DELETE" },
                 },
                 Some((name, "logs")) if !name.is_empty() => get(Route::Api(Api::Logs(name))),
+                Some((name, "traffic")) if !name.is_empty() => match *method {
+                    Method::GET => Route::Api(Api::Traffic(name)),
+                    Method::PUT => Route::Api(Api::SetTraffic(name)),
+                    _ => Route::MethodNotAllowed { allow: "GET, PUT" },
+                },
+                Some((name, "rollback")) if !name.is_empty() => match *method {
+                    Method::POST => Route::Api(Api::Rollback(name)),
+                    _ => Route::MethodNotAllowed { allow: "POST" },
+                },
                 _ => Route::NotFound,
             }
         }
@@ -108,9 +129,12 @@ mod tests {
         let cases: &[(Method, &str, Route<'_>)] = &[
             (Method::GET, "/healthz", Route::Health),
             (Method::POST, "/healthz", Route::MethodNotAllowed { allow: "GET" }),
-            (Method::POST, "/function/hello", Route::Invoke { function: "hello", path: "/" }),
-            (Method::PATCH, "/function/hello/", Route::Invoke { function: "hello", path: "/" }),
-            (Method::GET, "/function/hello/a/b", Route::Invoke { function: "hello", path: "/a/b" }),
+            (Method::POST, "/function/hello", Route::Invoke { function: "hello", tag: None, path: "/" }),
+            (Method::PATCH, "/function/hello/", Route::Invoke { function: "hello", tag: None, path: "/" }),
+            (Method::GET, "/function/hello/a/b", Route::Invoke { function: "hello", tag: None, path: "/a/b" }),
+            (Method::GET, "/function/hello@v2/a", Route::Invoke { function: "hello", tag: Some("v2"), path: "/a" }),
+            (Method::GET, "/function/hello@", Route::Invoke { function: "hello", tag: Some(""), path: "/" }),
+            (Method::GET, "/function/@v2", Route::NotFound),
             (Method::GET, "/function/", Route::NotFound),
             (Method::GET, "/api/v1/info", Route::Api(Api::Info)),
             (Method::GET, "/api/v1/functions", Route::Api(Api::List)),
@@ -120,6 +144,10 @@ mod tests {
             (Method::DELETE, "/api/v1/functions/hello", Route::Api(Api::Remove("hello"))),
             (Method::GET, "/api/v1/functions/hello/logs", Route::Api(Api::Logs("hello"))),
             (Method::GET, "/api/v1/functions/hello/nope", Route::NotFound),
+            (Method::GET, "/api/v1/functions/hello/traffic", Route::Api(Api::Traffic("hello"))),
+            (Method::PUT, "/api/v1/functions/hello/traffic", Route::Api(Api::SetTraffic("hello"))),
+            (Method::POST, "/api/v1/functions/hello/traffic", Route::MethodNotAllowed { allow: "GET, PUT" }),
+            (Method::POST, "/api/v1/functions/hello/rollback", Route::Api(Api::Rollback("hello"))),
             (Method::GET, "/api/v1/routes", Route::Api(Api::Routes)),
             (Method::POST, "/api/v1/routes", Route::Api(Api::CreateRoute)),
             (Method::DELETE, "/api/v1/routes", Route::Api(Api::RemoveRoute)),

@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gust_api::RevisionId;
 use gust_api::wire::Info;
 use gust_runtime::{Body, Supervisor};
-use gust_store::Store;
+use gust_store::{Serving, Store};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::registry::Routing;
 use crate::router::{Api, Route, route};
 use crate::{Error, Registry, control, invoke, routes};
 
@@ -85,6 +87,20 @@ impl Gateway {
         Ok(())
     }
 
+    /// Puts what `serving` names in service and routes `function`'s calls by it: the
+    /// supervisor first, so no call reaches a revision whose pool is still retired.
+    /// `new` is a revision just deployed, which starts its initial instances.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store's answer lacks the latest revision.
+    pub fn put_in_service(&self, function: &str, serving: Serving, new: Option<&RevisionId>) -> crate::Result<()> {
+        let routing = Routing::new(serving)
+            .ok_or_else(|| Error::Internal(format!("function `{function}` has no latest revision")))?;
+        self.supervisor.serve(function, &routing.revisions(), new);
+        self.registry.set(function, Arc::new(routing));
+        Ok(())
+    }
+
     /// The function a `Host` header names when it is `NAME.DOMAIN` for the configured domain.
     fn host_function(&self, req: &Request<Incoming>) -> Option<String> {
         let domain = self.config.domain.as_deref()?;
@@ -93,20 +109,24 @@ impl Gateway {
         let host =
             host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
         let name = host.strip_suffix(domain)?.strip_suffix('.')?;
-        self.registry.get(name).map(|_| name.to_owned())
+        self.registry.contains(name).then(|| name.to_owned())
     }
 
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         if let Some(function) = self.host_function(&req) {
-            let target = invoke::Target { function: &function, path: &path, prefix: None, params: Vec::new() };
+            let target =
+                invoke::Target { function: &function, tag: None, path: &path, prefix: None, params: Vec::new() };
             return invoke::invoke(&self, peer, target, req).await;
         }
         match route(req.method(), &path) {
-            Route::Invoke { function, path: sub } => {
-                let prefix = Some(format!("/function/{function}"));
-                let target = invoke::Target { function, path: sub, prefix, params: Vec::new() };
+            Route::Invoke { function, tag, path: sub } => {
+                let prefix = Some(match tag {
+                    Some(t) => format!("/function/{function}@{t}"),
+                    None => format!("/function/{function}"),
+                });
+                let target = invoke::Target { function, tag, path: sub, prefix, params: Vec::new() };
                 invoke::invoke(&self, peer, target, req).await
             }
             Route::Health => control::health(),
@@ -118,6 +138,9 @@ impl Gateway {
                     Api::Describe(name) => control::describe(&self, name).await,
                     Api::Remove(name) => control::remove(&self, name).await,
                     Api::Logs(name) => control::logs(&self, name, req.uri().query()).await,
+                    Api::Traffic(name) => control::traffic(&self, name).await,
+                    Api::SetTraffic(name) => control::set_traffic(&self, name, req).await,
+                    Api::Rollback(name) => control::rollback(&self, name, req).await,
                     Api::Routes => routes::list(&self),
                     Api::CreateRoute => routes::create(&self, req).await,
                     Api::RemoveRoute => routes::remove(&self, req.uri().query()).await,
@@ -126,7 +149,7 @@ impl Gateway {
             }
             Route::NotFound => match self.registry.find_route(req.method().as_str(), &path) {
                 Some((function, params)) => {
-                    let target = invoke::Target { function: &function, path: &path, prefix: None, params };
+                    let target = invoke::Target { function: &function, tag: None, path: &path, prefix: None, params };
                     invoke::invoke(&self, peer, target, req).await
                 }
                 None => Error::RouteNotFound { path }.into_response(None),

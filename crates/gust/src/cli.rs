@@ -8,6 +8,7 @@ mod ls;
 mod new;
 mod rm;
 mod route;
+mod traffic;
 mod up;
 
 use std::process::ExitCode;
@@ -49,6 +50,12 @@ enum Command {
     Rm(rm::Rm),
     /// Manage custom HTTP routes to functions.
     Route(route::Route),
+    /// List a function's revisions with their age, traffic, tags and instances.
+    Revisions(traffic::Revisions),
+    /// Show or split a function's traffic over its revisions, and tag revisions.
+    Traffic(traffic::TrafficCmd),
+    /// Send all of a function's traffic back to the previous (or a named) revision.
+    Rollback(traffic::Rollback),
 }
 
 /// A configuration or usage problem (exit code 64, as `EX_USAGE`).
@@ -69,6 +76,9 @@ impl Cli {
             Command::Describe(c) => c.run(&client()?).await,
             Command::Logs(c) => c.run(&client()?).await,
             Command::Rm(c) => c.run(&client()?).await,
+            Command::Revisions(c) => c.run(&client()?).await,
+            Command::Traffic(c) => c.run(&client()?).await,
+            Command::Rollback(c) => c.run(&client()?).await,
         }
     }
 }

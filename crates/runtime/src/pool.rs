@@ -517,9 +517,14 @@ impl Pool {
         }
     }
 
-    /// A newer revision takes the traffic: stop instances as they go idle.
+    /// The revision left service: stop instances as they go idle.
     pub fn retire(&self) {
         self.lock().retired = true;
+    }
+
+    /// The revision is back in service (a rollback to it, or a tag on it).
+    pub fn resume(&self) {
+        self.lock().retired = false;
     }
 
     /// Stops taking calls, fails waiting ones, and stops every instance.

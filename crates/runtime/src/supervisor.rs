@@ -69,6 +69,9 @@ pub struct Supervisor {
     ctx: Arc<Context>,
     /// Pools by revision id. Several revisions of one function coexist while old ones drain.
     pools: Mutex<HashMap<RevisionId, Arc<Pool>>>,
+    /// The revision numbers each function's traffic keeps in service; a pool made for any
+    /// other revision (a call that raced a traffic change) starts retired.
+    in_service: Mutex<HashMap<String, Vec<u32>>>,
     shutting_down: AtomicBool,
 }
 
@@ -139,7 +142,12 @@ impl Supervisor {
                 }
             });
         }
-        Ok(Arc::new(Self { ctx, pools: Mutex::new(HashMap::new()), shutting_down: AtomicBool::new(false) }))
+        Ok(Arc::new(Self {
+            ctx,
+            pools: Mutex::new(HashMap::new()),
+            in_service: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        }))
     }
 
     /// The captured output of every function.
@@ -153,22 +161,33 @@ impl Supervisor {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RevisionId, Arc<Pool>>> {
-        // A map of handles only; safe to use after a panic elsewhere.
-        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_map(&self.pools)
     }
 
-    /// Makes `revision` its function's serving revision: other revisions' pools retire
-    /// (their instances stop as they go idle). A `new` revision starts `scale.initial`
-    /// instances at once, as Knative does; one resumed after a restart only `scale.min`.
-    pub fn activate(&self, revision: &Arc<Revision>, new: bool) {
-        let pool = self.pool(revision, if new { revision.spec.scale.initial } else { 0 });
-        let name = &revision.spec.name;
-        for other in self.lock().values() {
-            if other.revision().spec.name == *name && !Arc::ptr_eq(other, &pool) {
+    /// Puts `revisions` of `function` in service: their pools stop retiring (and keep
+    /// `scale.min`); every other revision of it retires, its instances stopping as they go
+    /// idle, so calls in flight finish. `new` is a revision just deployed, which starts
+    /// `scale.initial` instances at once, as Knative does; one resumed after a restart
+    /// starts only `scale.min`.
+    pub fn serve(&self, function: &str, revisions: &[Arc<Revision>], new: Option<&RevisionId>) {
+        let numbers = revisions.iter().map(|r| r.id.number()).collect();
+        lock_map(&self.in_service).insert(function.to_owned(), numbers);
+        let kept: Vec<Arc<Pool>> = revisions
+            .iter()
+            .map(|r| {
+                let pool = self.pool(r, if new == Some(&r.id) { r.spec.scale.initial } else { 0 });
+                pool.resume();
+                pool
+            })
+            .collect();
+        for other in self.pools_of(function) {
+            if !kept.iter().any(|p| Arc::ptr_eq(p, &other)) {
                 other.retire();
             }
         }
-        pool.autoscale();
+        for pool in kept {
+            pool.autoscale();
+        }
     }
 
     /// The pool of `revision`, created (wanting `initial` instances) if it has none.
@@ -178,10 +197,13 @@ impl Supervisor {
         if let Some(pool) = pools.get(&revision.id) {
             return pool.clone();
         }
-        pools
-            .entry(revision.id.clone())
-            .or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial))
-            .clone()
+        let pool = Pool::new(self.ctx.clone(), revision.clone(), initial);
+        let function = revision.spec.name.as_str();
+        if !lock_map(&self.in_service).get(function).is_some_and(|n| n.contains(&revision.id.number())) {
+            pool.retire();
+        }
+        pools.insert(revision.id.clone(), pool.clone());
+        pool
     }
 
     /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
@@ -223,6 +245,7 @@ impl Supervisor {
         for pool in removed {
             pool.close(Closed::Removed);
         }
+        lock_map(&self.in_service).remove(function);
         self.ctx.logs.remove(function);
     }
 
@@ -295,4 +318,9 @@ impl Supervisor {
             s.close();
         }
     }
+}
+
+/// A map of handles or numbers only; safe to use after a panic elsewhere.
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

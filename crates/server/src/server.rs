@@ -59,7 +59,7 @@ impl Server {
         let registry = Registry::default();
         let loaded = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.current_revisions())
+            tokio::task::spawn_blocking(move || store.serving_all())
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?
                 .map_err(|source| Error::Store { dir: config.data_dir.clone(), source })?
@@ -73,11 +73,6 @@ impl Server {
             isolation: gust_runtime::isolation::detect(),
             interpreters: describe(&interpreters),
         };
-        for revision in loaded {
-            let revision = Arc::new(revision);
-            registry.set(revision.clone());
-            supervisor.activate(&revision, false);
-        }
         let gateway = Arc::new(Gateway {
             store,
             supervisor: supervisor.clone(),
@@ -87,6 +82,12 @@ impl Server {
             config: config.gateway.clone(),
             shutdown: shutdown_rx,
         });
+        for serving in loaded {
+            let function = serving.function.to_string();
+            gateway
+                .put_in_service(&function, serving, None)
+                .map_err(|e| Error::Task(format!("loading {function}: {e}")))?;
+        }
         gateway.reload_routes().await.map_err(|e| Error::Task(format!("loading routes: {e}")))?;
         if let Some(path) = &config.ready_file {
             // Written whole then renamed, so a reader never sees half an address.

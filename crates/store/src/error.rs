@@ -63,6 +63,14 @@ pub enum Error {
         /// The route asked for.
         route: String,
     },
+    /// A traffic change (or a deploy's traffic options) was refused; nothing changed.
+    #[error("{reason}")]
+    BadTraffic {
+        /// The function.
+        function: String,
+        /// Why, in words for the user.
+        reason: String,
+    },
     /// A stored row could not be read back (a bug or a hand-edited database).
     #[error("corrupt record for `{function}`: {reason}")]
     Corrupt {

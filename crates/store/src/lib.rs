@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`Store`]: open a data directory, deploy, list, remove.
 //! - [`archive`]: safe extraction of `.tar.gz` uploads and the tree digest.
-//! - [`Revision`]: one immutable snapshot of code and config.
+//! - [`Revision`]: one immutable snapshot of code and config; [`Serving`]: the revisions a
+//!   function's traffic keeps in service.
 //! - [`Error`]: the crate's one error enum.
 
 pub mod archive;
@@ -19,6 +20,6 @@ pub(crate) mod store;
 
 pub use archive::{ArchiveLimits, Digest};
 pub use error::{Error, Result};
-pub use revision::{DeployOutcome, Revision};
+pub use revision::{DeployOutcome, Revision, Serving};
 pub use store::routes::{RouteOrigin, StoredRoute};
-pub use store::{Built, Staged, Store};
+pub use store::{Built, DeployTraffic, Staged, Store};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use gust_api::{FunctionSpec, RevisionId};
+use gust_api::{FunctionSpec, RevisionId, Traffic};
 
 use crate::Digest;
 
@@ -26,8 +26,21 @@ pub struct Revision {
 /// What a deploy did.
 #[derive(Debug, Clone)]
 pub struct DeployOutcome {
-    /// The revision now taking all traffic.
+    /// The new revision, or the latest one when nothing changed.
     pub revision: Revision,
     /// `false` when code and config equalled the current revision's, so nothing changed.
     pub changed: bool,
+}
+
+/// What a function serves: the revisions its traffic keeps in service.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The function.
+    pub function: gust_api::FunctionName,
+    /// The number of its newest revision (`@latest`).
+    pub latest: u32,
+    /// How its calls split, and its tags.
+    pub traffic: Traffic,
+    /// Every revision with a share or a tag, and the latest; newest first.
+    pub revisions: Vec<Revision>,
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gust_api::{FunctionName, FunctionSpec, Manifest, Problem, RevisionId, Runtime};
+use gust_api::{FunctionName, FunctionSpec, Manifest, Problem, RevisionId, Runtime, Traffic};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::archive::{ArchiveLimits, Digest, tree_digest, unpack_tar_gz};
-use crate::{DeployOutcome, Error, Result, Revision};
+use crate::{DeployOutcome, Error, Result, Revision, Serving};
 
 /// Schema, applied once per `user_version` step. Append only: never edit a shipped step.
 const MIGRATIONS: &[&str] = &[
@@ -43,6 +43,10 @@ CREATE TABLE routes (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (method, path)
 );
+",
+    // NULL: every call to the latest revision (`current_revision`), as before traffic.
+    r"
+ALTER TABLE functions ADD COLUMN traffic_json TEXT;
 ",
 ];
 
@@ -133,7 +137,7 @@ impl Store {
         };
         let spec = Manifest::parse(&text)?;
         let source_digest = tree_digest(dir.path())?;
-        Ok(Staged { dir, spec, source_digest })
+        Ok(Staged { dir, spec, source_digest, traffic: DeployTraffic::default() })
     }
 
     /// The code a build with this key produced before, if it is still on disk.
@@ -158,7 +162,7 @@ impl Store {
     /// [`Error::InvalidManifest`] when the handler is not in the code,
     /// [`Error::RouteConflict`] naming the route's owner, [`Error::Io`]/[`Error::Database`].
     pub fn commit(&self, staged: Staged, build: Option<Built<'_>>) -> Result<DeployOutcome> {
-        let Staged { dir, spec, .. } = staged;
+        let Staged { dir, spec, traffic: intent, .. } = staged;
         let (digest, code_dir) = match &build {
             Some(Built::Cached(digest)) => {
                 let code_dir = self.code_dir(digest);
@@ -197,15 +201,41 @@ impl Store {
             )
             .optional()
             .map_err(Error::db("read current revision"))?;
+        let traffic = match &current {
+            Some(_) => read_traffic(&tx, &spec.name)?.map(|(t, _)| t).unwrap_or_default(),
+            None => Traffic::latest(),
+        };
+        let bad_traffic = |reason: String| Error::BadTraffic { function: spec.name.to_string(), reason };
+        if let Some(tag) = &intent.tag {
+            gust_api::traffic::check_tag(tag).map_err(bad_traffic)?;
+        }
         if let Some((number, d, s)) = &current
             && d == digest.as_str()
             && *s == spec_json
         {
+            if let Some(tag) = &intent.tag {
+                let mut traffic = traffic;
+                traffic.tags.insert(tag.clone(), *number);
+                write_traffic(&tx, &spec.name, &traffic)?;
+            }
             tx.commit().map_err(Error::db("commit deploy"))?;
             drop(conn);
             let revision = self.revision(&spec.name, *number)?;
             return Ok(DeployOutcome { revision, changed: false });
         }
+        let traffic = match (&current, intent.no_traffic) {
+            (None, true) => {
+                return Err(bad_traffic(
+                    "a function's first revision takes all its calls: deploy it without --no-traffic".to_owned(),
+                ));
+            }
+            (Some((latest, ..)), true) => {
+                let mut t = traffic;
+                t.pin_latest(*latest);
+                t
+            }
+            (_, false) => Traffic { tags: traffic.tags, ..Traffic::latest() },
+        };
         let last: Option<u32> = tx
             .query_row("SELECT MAX(number) FROM revisions WHERE function = ?1", params![spec.name.as_str()], |r| {
                 r.get(0)
@@ -223,6 +253,11 @@ impl Store {
             params![spec.name.as_str(), number, digest.as_str(), spec_json, now],
         )
         .map_err(Error::db("record revision"))?;
+        let mut traffic = traffic;
+        if let Some(tag) = &intent.tag {
+            traffic.tags.insert(tag.clone(), number);
+        }
+        write_traffic(&tx, &spec.name, &traffic)?;
         routes::replace_manifest_routes(&tx, &spec.name, &spec.routes, now)?;
         tx.commit().map_err(Error::db("commit deploy"))?;
         let revision = Revision {
@@ -235,34 +270,83 @@ impl Store {
         Ok(DeployOutcome { revision, changed: true })
     }
 
-    /// The revision taking traffic for every deployed function, by name.
+    /// What every deployed function serves: its latest revision, its traffic and every
+    /// revision that traffic keeps in service.
     ///
     /// # Errors
     /// [`Error::Database`] or [`Error::Corrupt`].
-    pub fn current_revisions(&self) -> Result<Vec<Revision>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT r.function, r.number, r.code_digest, r.spec_json, r.created_at_ms FROM functions f
-                 JOIN revisions r ON r.function = f.name AND r.number = f.current_revision ORDER BY f.name",
-            )
-            .map_err(Error::db("list functions"))?;
-        let rows = stmt.query_map([], row_tuple).map_err(Error::db("list functions"))?;
-        let rows: Vec<_> = rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list functions"))?;
-        rows.into_iter().map(|t| self.to_revision(t)).collect()
+    pub fn serving_all(&self) -> Result<Vec<Serving>> {
+        let names: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt =
+                conn.prepare("SELECT name FROM functions ORDER BY name").map_err(Error::db("list functions"))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(Error::db("list functions"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list functions"))?
+        };
+        names
+            .iter()
+            .map(|n| {
+                let name =
+                    FunctionName::new(n).map_err(|e| Error::Corrupt { function: n.clone(), reason: e.to_string() })?;
+                self.serving(&name)
+            })
+            .collect()
     }
 
-    /// Every revision of `name`, newest first, with the number of the current one.
+    /// What `name` serves: its latest revision, its traffic and every revision that
+    /// traffic keeps in service.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Database`] or [`Error::Corrupt`].
-    pub fn revisions(&self, name: &FunctionName) -> Result<(Vec<Revision>, u32)> {
+    pub fn serving(&self, name: &FunctionName) -> Result<Serving> {
+        let (revisions, latest, traffic) = self.revisions(name)?;
+        let kept = traffic.referenced(latest);
+        let revisions: Vec<Revision> = revisions.into_iter().filter(|r| kept.contains(&r.id.number())).collect();
+        Ok(Serving { function: name.clone(), latest, traffic, revisions })
+    }
+
+    /// Changes `name`'s traffic with `change` (given the traffic now, the latest revision
+    /// and every revision number), checks the result and records it, all in one
+    /// transaction: a refused change leaves the traffic as it was.
+    ///
+    /// # Errors
+    /// [`Error::BadTraffic`] with `change`'s or the check's reason, [`Error::NotFound`],
+    /// [`Error::Database`] or [`Error::Corrupt`].
+    pub fn update_traffic(
+        &self,
+        name: &FunctionName,
+        change: impl FnOnce(&Traffic, u32, &[u32]) -> std::result::Result<Traffic, String>,
+    ) -> Result<Serving> {
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(Error::db("begin traffic change"))?;
+            let (traffic, latest) =
+                read_traffic(&tx, name)?.ok_or_else(|| Error::NotFound { function: name.to_string() })?;
+            let numbers: Vec<u32> = {
+                let mut stmt = tx
+                    .prepare("SELECT number FROM revisions WHERE function = ?1 ORDER BY number")
+                    .map_err(Error::db("list revisions"))?;
+                let rows = stmt.query_map(params![name.as_str()], |r| r.get(0)).map_err(Error::db("list revisions"))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list revisions"))?
+            };
+            let bad = |reason: String| Error::BadTraffic { function: name.to_string(), reason };
+            let next = change(&traffic, latest, &numbers).map_err(bad)?;
+            next.check(|n| numbers.binary_search(&n).is_ok()).map_err(bad)?;
+            write_traffic(&tx, name, &next)?;
+            tx.commit().map_err(Error::db("commit traffic change"))?;
+        }
+        self.serving(name)
+    }
+
+    /// Every revision of `name`, newest first, with the number of the latest and the
+    /// function's traffic.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Database`] or [`Error::Corrupt`].
+    pub fn revisions(&self, name: &FunctionName) -> Result<(Vec<Revision>, u32, Traffic)> {
         let conn = self.lock();
-        let current: u32 = conn
-            .query_row("SELECT current_revision FROM functions WHERE name = ?1", params![name.as_str()], |r| r.get(0))
-            .optional()
-            .map_err(Error::db("read function"))?
-            .ok_or_else(|| Error::NotFound { function: name.to_string() })?;
+        let (traffic, current) =
+            read_traffic(&conn, name)?.ok_or_else(|| Error::NotFound { function: name.to_string() })?;
         let mut stmt = conn
             .prepare(
                 "SELECT function, number, code_digest, spec_json, created_at_ms FROM revisions
@@ -272,7 +356,7 @@ impl Store {
         let rows = stmt.query_map(params![name.as_str()], row_tuple).map_err(Error::db("list revisions"))?;
         let rows: Vec<_> = rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list revisions"))?;
         let revs = rows.into_iter().map(|t| self.to_revision(t)).collect::<Result<_>>()?;
-        Ok((revs, current))
+        Ok((revs, current, traffic))
     }
 
     /// Forgets a function and its revisions. Code stays on disk, shared by digest with
@@ -336,6 +420,18 @@ pub struct Staged {
     pub spec: FunctionSpec,
     /// Digest of the uploaded tree, before any build: the key of the build cache.
     pub source_digest: Digest,
+    /// What the new revision does to the function's traffic.
+    pub traffic: DeployTraffic,
+}
+
+/// What a deploy does to traffic: by default the new revision takes every call (tags
+/// stay); with `no_traffic` the split stays where it was. `tag` names the new revision.
+#[derive(Debug, Clone, Default)]
+pub struct DeployTraffic {
+    /// Leave the split as it is (shares that followed the latest stay on the old one).
+    pub no_traffic: bool,
+    /// A tag for the new revision (moved from any other revision).
+    pub tag: Option<String>,
 }
 
 impl Staged {
@@ -420,6 +516,33 @@ fn check_handler_exists(spec: &FunctionSpec, dir: &Path) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The function's traffic and latest revision number; `None` when it does not exist.
+fn read_traffic(conn: &Connection, name: &FunctionName) -> Result<Option<(Traffic, u32)>> {
+    let row: Option<(Option<String>, u32)> = conn
+        .query_row(
+            "SELECT traffic_json, current_revision FROM functions WHERE name = ?1",
+            params![name.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(Error::db("read traffic"))?;
+    let Some((json, latest)) = row else { return Ok(None) };
+    let traffic = match json {
+        None => Traffic::latest(),
+        Some(j) => serde_json::from_str(&j)
+            .map_err(|e| Error::Corrupt { function: name.to_string(), reason: format!("traffic: {e}") })?,
+    };
+    Ok(Some((traffic, latest)))
+}
+
+fn write_traffic(conn: &Connection, name: &FunctionName, traffic: &Traffic) -> Result<()> {
+    let json = serde_json::to_string(traffic)
+        .map_err(|e| Error::Corrupt { function: name.to_string(), reason: format!("traffic: {e}") })?;
+    conn.execute("UPDATE functions SET traffic_json = ?1 WHERE name = ?2", params![json, name.as_str()])
+        .map_err(Error::db("record traffic"))?;
     Ok(())
 }
 

@@ -18,6 +18,12 @@ pub(crate) struct Deploy {
     /// The function directory (with its gust.toml).
     #[arg(default_value = ".")]
     dir: PathBuf,
+    /// Create the revision without sending it any calls; reach it by its --tag.
+    #[arg(long)]
+    no_traffic: bool,
+    /// Tag the new revision: it answers at /function/NAME@TAG (or with `Gust-Tag: TAG`).
+    #[arg(long)]
+    tag: Option<String>,
 }
 
 impl Deploy {
@@ -34,14 +40,28 @@ impl Deploy {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/x-ndjson"));
+        let mut options = Vec::new();
+        if self.no_traffic {
+            options.push("traffic=none".to_owned());
+        }
+        if let Some(tag) = &self.tag {
+            options.push(format!("tag={}", super::route::encode(tag)));
+        }
+        let path = if options.is_empty() {
+            "/api/v1/functions".to_owned()
+        } else {
+            format!("/api/v1/functions?{}", options.join("&"))
+        };
         let resp = client
-            .send(Method::POST, "/api/v1/functions", headers, Bytes::from(archive))
+            .send(Method::POST, &path, headers, Bytes::from(archive))
             .await
             .with_context(|| format!("deploying {}", self.dir.display()))?;
         let resp = check(resp).await.with_context(|| format!("deploying {}", self.dir.display()))?;
         let done = follow(resp.into_body()).await.with_context(|| format!("deploying {}", self.dir.display()))?;
-        if done.changed {
+        if done.changed && done.traffic_percent == 100 {
             println!("deployed {} ({})", done.function, done.revision);
+        } else if done.changed {
+            println!("deployed {} ({}), taking {}% of calls", done.function, done.revision, done.traffic_percent);
         } else {
             println!("{} is unchanged ({}): same code and config", done.function, done.revision);
         }
@@ -53,6 +73,9 @@ impl Deploy {
             }
         }
         println!("{}", done.url);
+        for tag in &done.tags {
+            println!("{}@{tag}", done.url);
+        }
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod failures;
 mod instances;
 mod lifecycle;
 mod pools;
+mod releases;
 mod routes;
 mod runtimes;
 mod scaling;

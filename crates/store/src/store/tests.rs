@@ -53,12 +53,12 @@ fn survives_reopen_and_remove() {
         store.deploy(&targz(&[("gust.toml", MANIFEST, 0o644), ("handler.py", "", 0o644)])[..]).unwrap();
     }
     let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
-    let current = store.current_revisions().unwrap();
-    assert_eq!(current.len(), 1);
-    assert_eq!(current[0].spec.name.as_str(), "hello");
+    let serving = store.serving_all().unwrap();
+    assert_eq!(serving.len(), 1);
+    assert_eq!(serving[0].revisions[0].spec.name.as_str(), "hello");
     let name = FunctionName::new("hello").unwrap();
     store.remove(&name).unwrap();
-    assert!(store.current_revisions().unwrap().is_empty());
+    assert!(store.serving_all().unwrap().is_empty());
     assert!(matches!(store.remove(&name), Err(Error::NotFound { .. })));
     assert!(matches!(store.revisions(&name), Err(Error::NotFound { .. })));
 }
@@ -75,4 +75,44 @@ fn manifest_and_handler_problems() {
     let not_x = store.deploy(&targz(&[("gust.toml", exec, 0o644), ("run", "#!/bin/sh", 0o644)])[..]).unwrap_err();
     assert!(not_x.to_string().contains("chmod +x"), "{not_x}");
     store.deploy(&targz(&[("gust.toml", exec, 0o644), ("run", "#!/bin/sh", 0o755)])[..]).unwrap();
+}
+
+fn deploy_with(store: &Store, body: &str, traffic: DeployTraffic) -> Result<DeployOutcome> {
+    let mut staged = store.stage(&targz(&[("gust.toml", MANIFEST, 0o644), ("handler.py", body, 0o644)])[..]).unwrap();
+    staged.traffic = traffic;
+    store.commit(staged, None)
+}
+
+#[test]
+fn traffic_follows_deploys_unless_told_and_refused_changes_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let name = FunctionName::new("hello").unwrap();
+    let quiet = |tag: &str| DeployTraffic { no_traffic: true, tag: Some(tag.to_owned()) };
+    let first = deploy_with(&store, "a", quiet("x")).unwrap_err();
+    assert!(first.to_string().contains("first revision takes all its calls"), "{first}");
+    deploy_with(&store, "a", DeployTraffic::default()).unwrap();
+    deploy_with(&store, "b", quiet("candidate")).unwrap();
+    let s = store.serving(&name).unwrap();
+    assert_eq!((s.latest, s.traffic.resolve(s.latest)), (2, vec![(1, 100)]));
+    assert_eq!(s.traffic.tags_of(2), vec!["candidate".to_owned()]);
+    assert_eq!(s.revisions.iter().map(|r| r.id.number()).collect::<Vec<_>>(), vec![2, 1]);
+
+    let before = store.serving(&name).unwrap().traffic;
+    let refused = store.update_traffic(&name, |t, _, _| {
+        let mut t = t.clone();
+        t.split[0].percent = 90;
+        Ok(t)
+    });
+    assert!(matches!(refused, Err(Error::BadTraffic { .. })), "{refused:?}");
+    assert_eq!(store.serving(&name).unwrap().traffic, before);
+
+    // A plain deploy takes every call again and keeps the tag.
+    deploy_with(&store, "c", DeployTraffic::default()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let s = store.serving(&name).unwrap();
+    assert_eq!(s.traffic.resolve(s.latest), vec![(3, 100)]);
+    assert_eq!(s.traffic.tags_of(2), vec!["candidate".to_owned()]);
+    assert_eq!(s.revisions.iter().map(|r| r.id.number()).collect::<Vec<_>>(), vec![3, 2]);
 }
