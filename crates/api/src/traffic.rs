@@ -80,7 +80,11 @@ impl Traffic {
     /// # Errors
     /// What is wrong, in words for the user.
     pub fn check(&self, exist: impl Fn(u32) -> bool) -> Result<(), String> {
-        let sum: u32 = self.split.iter().map(|s| s.percent).sum();
+        if let Some(s) = self.split.iter().find(|s| s.percent > 100) {
+            return Err(format!("a share is a percentage, 0–100, not {}", s.percent));
+        }
+        // At most 100 each, so a u64 sum cannot wrap whatever the request holds.
+        let sum: u64 = self.split.iter().map(|s| u64::from(s.percent)).sum();
         if sum != 100 {
             let parts: Vec<String> = self.split.iter().map(|s| format!("{}%", s.percent)).collect();
             return Err(format!("traffic shares must sum to 100, not {sum} ({})", parts.join(" + ")));
@@ -247,6 +251,8 @@ mod tests {
         let t = Traffic::latest();
         let e = t.apply(&name(), &split(&[("1", 90), ("2", 20)]), 2).expect("applies").check(|_| true);
         assert_eq!(e, Err("traffic shares must sum to 100, not 110 (90% + 20%)".to_owned()));
+        let e = t.apply(&name(), &split(&[("1", u32::MAX), ("2", 101)]), 2).expect("applies").check(|_| true);
+        assert_eq!(e, Err(format!("a share is a percentage, 0–100, not {}", u32::MAX)));
         let e = t.apply(&name(), &split(&[("9", 100)]), 2).expect("applies").check(|n| n <= 2);
         assert_eq!(e, Err("revision 00009 does not exist".to_owned()));
         let e = t.apply(&name(), &split(&[("nope", 100)]), 2).expect_err("unknown target");
