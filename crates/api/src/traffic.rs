@@ -105,10 +105,48 @@ impl Traffic {
 
     /// After a deploy that takes no traffic: shares that followed the latest revision
     /// stay on the one that was latest until now.
-    pub fn pin_latest(&mut self, latest: u32) {
+    fn pin_latest(&mut self, latest: u32) {
         for s in &mut self.split {
             s.revision.get_or_insert(latest);
         }
+    }
+
+    /// Tags `revision` (moving the tag if another revision had it).
+    ///
+    /// # Errors
+    /// When the tag is not valid ([`check_tag`]).
+    pub fn tag(&mut self, tag: &str, revision: u32) -> Result<(), String> {
+        check_tag(tag)?;
+        self.tags.insert(tag.to_owned(), revision);
+        Ok(())
+    }
+
+    /// This traffic after revision `new` is deployed over `previous` (`None` for a
+    /// function's first): every call to the latest, tags kept, unless `no_traffic`,
+    /// which keeps the split on `previous`; `tag` names `new`.
+    ///
+    /// # Errors
+    /// `no_traffic` for a first revision, or a tag that is not valid.
+    pub fn deployed(
+        mut self,
+        previous: Option<u32>,
+        new: u32,
+        no_traffic: bool,
+        tag: Option<&str>,
+    ) -> Result<Traffic, String> {
+        match (previous, no_traffic) {
+            (None, true) => {
+                return Err(
+                    "a function's first revision takes all its calls: deploy it without --no-traffic".to_owned()
+                );
+            }
+            (Some(previous), true) => self.pin_latest(previous),
+            (_, false) => self.split = Traffic::latest().split,
+        }
+        if let Some(tag) = tag {
+            self.tag(tag, new)?;
+        }
+        Ok(self)
     }
 
     /// This traffic with `update` applied: tags first (so the split may use a new tag),
@@ -124,9 +162,8 @@ impl Traffic {
             }
         }
         for (tag, target) in &update.tag {
-            check_tag(tag)?;
             let n = next.target(function, target)?.unwrap_or(latest);
-            next.tags.insert(tag.clone(), n);
+            next.tag(tag, n)?;
         }
         if let Some(split) = &update.split {
             if split.is_empty() {

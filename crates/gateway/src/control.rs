@@ -175,8 +175,7 @@ async fn finish_deploy(
     let revision = outcome.revision;
     let name = revision.spec.name.clone();
     let serving = gw.with_store(move |s| s.serving(&name)).await?;
-    let latest = serving.latest;
-    let (percent, tags) = traffic_of(&serving.traffic, latest, revision.id.number());
+    let (percent, tags) = traffic_of(&serving.traffic, serving.latest, revision.id.number());
     gw.put_in_service(&function, serving, outcome.changed.then_some(&revision.id))?;
     if outcome.changed {
         // Only a new revision can have replaced the function's manifest routes.
@@ -204,7 +203,7 @@ fn event_line(event: &DeployEvent) -> Bytes {
 
 /// `GET /api/v1/functions/{name}`.
 pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
-    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let fname = function_name(name)?;
     let (revisions, latest, traffic) = gw.with_store(move |s| s.revisions(&fname)).await?;
     let serving = revisions
         .iter()
@@ -241,6 +240,11 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     Ok(json(StatusCode::OK, &detail))
 }
 
+/// A function's name from a URL; one that cannot be a name names no function.
+fn function_name(name: &str) -> Result<FunctionName> {
+    FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })
+}
+
 /// A revision's share of calls and its tags.
 fn traffic_of(traffic: &Traffic, latest: u32, revision: u32) -> (u32, Vec<String>) {
     let percent = traffic.resolve(latest).iter().find(|(r, _)| *r == revision).map_or(0, |(_, p)| *p);
@@ -249,7 +253,7 @@ fn traffic_of(traffic: &Traffic, latest: u32, revision: u32) -> (u32, Vec<String
 
 /// `GET /api/v1/functions/{name}/traffic`.
 pub async fn traffic(gw: &Gateway, name: &str) -> Result<Response<Body>> {
-    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let fname = function_name(name)?;
     let serving = gw.with_store(move |s| s.serving(&fname)).await?;
     Ok(json(StatusCode::OK, &traffic_info(name, &serving)))
 }
@@ -276,7 +280,7 @@ async fn change_traffic(
     name: &str,
     change: impl FnOnce(&FunctionName, &Traffic, u32, &[u32]) -> std::result::Result<Traffic, String> + Send + 'static,
 ) -> Result<Response<Body>> {
-    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let fname = function_name(name)?;
     let serving = gw
         .with_store(move |s| s.update_traffic(&fname, |t, latest, numbers| change(&fname, t, latest, numbers)))
         .await?;
@@ -286,19 +290,14 @@ async fn change_traffic(
     Ok(json(StatusCode::OK, &info))
 }
 
+/// The revisions in service (each has a share, a tag, or is the latest) and their place.
 fn traffic_info(name: &str, serving: &Serving) -> TrafficInfo {
     let targets = serving
         .revisions
         .iter()
-        .filter_map(|r| {
+        .map(|r| {
             let (percent, tags) = traffic_of(&serving.traffic, serving.latest, r.id.number());
-            let latest = r.id.number() == serving.latest;
-            (percent > 0 || !tags.is_empty() || latest).then(|| TrafficTarget {
-                revision: r.id.to_string(),
-                percent,
-                tags,
-                latest,
-            })
+            TrafficTarget { revision: r.id.to_string(), percent, tags, latest: r.id.number() == serving.latest }
         })
         .collect();
     TrafficInfo { function: name.to_owned(), targets }
@@ -321,7 +320,7 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incomi
 
 /// `DELETE /api/v1/functions/{name}`: stops its instances and forgets it.
 pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
-    let fname = FunctionName::new(name).map_err(|_| Error::FunctionNotFound { function: name.to_owned() })?;
+    let fname = function_name(name)?;
     gw.with_store(move |s| s.remove(&fname)).await?;
     gw.registry.remove(name);
     gw.supervisor.remove_function(name);

@@ -29,6 +29,8 @@ pub struct Routing {
     split: Vec<(u32, Arc<Revision>)>,
     /// Tag → revision.
     tags: BTreeMap<String, Arc<Revision>>,
+    /// Every revision the function keeps in service: those above and the latest.
+    revisions: Vec<Arc<Revision>>,
 }
 
 impl Routing {
@@ -48,7 +50,7 @@ impl Routing {
             })
             .collect();
         let tags = serving.traffic.tags.iter().filter_map(|(t, n)| Some((t.clone(), by_number(*n)?))).collect();
-        Some(Self { latest, split, tags })
+        Some(Self { latest, split, tags, revisions })
     }
 
     /// The revision for one call: the tagged one, or one drawn by the split's shares.
@@ -69,16 +71,8 @@ impl Routing {
     }
 
     /// Every revision this routing may send a call to.
-    pub fn revisions(&self) -> Vec<Arc<Revision>> {
-        let mut all: Vec<Arc<Revision>> = Vec::new();
-        let candidates =
-            std::iter::once(&self.latest).chain(self.split.iter().map(|(_, r)| r)).chain(self.tags.values());
-        for r in candidates {
-            if !all.iter().any(|a| a.id == r.id) {
-                all.push(r.clone());
-            }
-        }
-        all
+    pub fn revisions(&self) -> &[Arc<Revision>] {
+        &self.revisions
     }
 }
 

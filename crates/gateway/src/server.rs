@@ -96,7 +96,7 @@ impl Gateway {
     pub fn put_in_service(&self, function: &str, serving: Serving, new: Option<&RevisionId>) -> crate::Result<()> {
         let routing = Routing::new(serving)
             .ok_or_else(|| Error::Internal(format!("function `{function}` has no latest revision")))?;
-        self.supervisor.serve(function, &routing.revisions(), new);
+        self.supervisor.serve(function, routing.revisions(), new);
         self.registry.set(function, Arc::new(routing));
         Ok(())
     }

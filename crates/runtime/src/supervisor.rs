@@ -67,11 +67,10 @@ impl Default for WarmPools {
 #[derive(Debug)]
 pub struct Supervisor {
     ctx: Arc<Context>,
-    /// Pools by revision id. Several revisions of one function coexist while old ones drain.
+    /// Pools by revision id. Several revisions of one function serve at once (traffic
+    /// splits, tags) and old ones drain. Every revision in service has a pool, made by
+    /// [`Supervisor::serve`] before any call is routed to it.
     pools: Mutex<HashMap<RevisionId, Arc<Pool>>>,
-    /// The revision numbers each function's traffic keeps in service; a pool made for any
-    /// other revision (a call that raced a traffic change) starts retired.
-    in_service: Mutex<HashMap<String, Vec<u32>>>,
     shutting_down: AtomicBool,
 }
 
@@ -142,12 +141,7 @@ impl Supervisor {
                 }
             });
         }
-        Ok(Arc::new(Self {
-            ctx,
-            pools: Mutex::new(HashMap::new()),
-            in_service: Mutex::new(HashMap::new()),
-            shutting_down: AtomicBool::new(false),
-        }))
+        Ok(Arc::new(Self { ctx, pools: Mutex::new(HashMap::new()), shutting_down: AtomicBool::new(false) }))
     }
 
     /// The captured output of every function.
@@ -161,7 +155,8 @@ impl Supervisor {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RevisionId, Arc<Pool>>> {
-        lock_map(&self.pools)
+        // A map of handles only; safe to use after a panic elsewhere.
+        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Puts `revisions` of `function` in service: their pools stop retiring (and keep
@@ -170,12 +165,15 @@ impl Supervisor {
     /// `scale.initial` instances at once, as Knative does; one resumed after a restart
     /// starts only `scale.min`.
     pub fn serve(&self, function: &str, revisions: &[Arc<Revision>], new: Option<&RevisionId>) {
-        let numbers = revisions.iter().map(|r| r.id.number()).collect();
-        lock_map(&self.in_service).insert(function.to_owned(), numbers);
         let kept: Vec<Arc<Pool>> = revisions
             .iter()
             .map(|r| {
-                let pool = self.pool(r, if new == Some(&r.id) { r.spec.scale.initial } else { 0 });
+                let initial = if new == Some(&r.id) { r.spec.scale.initial } else { 0 };
+                let pool = self
+                    .lock()
+                    .entry(r.id.clone())
+                    .or_insert_with(|| Pool::new(self.ctx.clone(), r.clone(), initial))
+                    .clone();
                 pool.resume();
                 pool
             })
@@ -190,18 +188,17 @@ impl Supervisor {
         }
     }
 
-    /// The pool of `revision`, created (wanting `initial` instances) if it has none.
-    fn pool(&self, revision: &Arc<Revision>, initial: u32) -> Arc<Pool> {
+    /// The pool of `revision`. Every revision in service has one, so a call that finds
+    /// none raced a traffic change that took its revision out of service: the pool made
+    /// for it serves that call and starts retired.
+    fn pool(&self, revision: &Arc<Revision>) -> Arc<Pool> {
         let mut pools = self.lock();
         // Looked up before it is cloned as a key: this runs on every call.
         if let Some(pool) = pools.get(&revision.id) {
             return pool.clone();
         }
-        let pool = Pool::new(self.ctx.clone(), revision.clone(), initial);
-        let function = revision.spec.name.as_str();
-        if !lock_map(&self.in_service).get(function).is_some_and(|n| n.contains(&revision.id.number())) {
-            pool.retire();
-        }
+        let pool = Pool::new(self.ctx.clone(), revision.clone(), 0);
+        pool.retire();
         pools.insert(revision.id.clone(), pool.clone());
         pool
     }
@@ -222,7 +219,7 @@ impl Supervisor {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let pool = self.pool(revision, 0);
+        let pool = self.pool(revision);
         let slot = pool.acquire(call).await?;
         match revision.spec.protocol {
             Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
@@ -245,7 +242,6 @@ impl Supervisor {
         for pool in removed {
             pool.close(Closed::Removed);
         }
-        lock_map(&self.in_service).remove(function);
         self.ctx.logs.remove(function);
     }
 
@@ -318,9 +314,4 @@ impl Supervisor {
             s.close();
         }
     }
-}
-
-/// A map of handles or numbers only; safe to use after a panic elsewhere.
-fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -191,31 +191,28 @@ impl Store {
             )
             .map_err(Error::db("record build"))?;
         }
-        let current: Option<(u32, String, String)> = tx
+        let current: Option<(u32, String, String, Option<String>)> = tx
             .query_row(
-                "SELECT r.number, r.code_digest, r.spec_json FROM functions f
+                "SELECT r.number, r.code_digest, r.spec_json, f.traffic_json FROM functions f
                  JOIN revisions r ON r.function = f.name AND r.number = f.current_revision
                  WHERE f.name = ?1",
                 params![spec.name.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(Error::db("read current revision"))?;
         let traffic = match &current {
-            Some(_) => read_traffic(&tx, &spec.name)?.map(|(t, _)| t).unwrap_or_default(),
+            Some((.., json)) => parse_traffic(&spec.name, json.as_deref())?,
             None => Traffic::latest(),
         };
         let bad_traffic = |reason: String| Error::BadTraffic { function: spec.name.to_string(), reason };
-        if let Some(tag) = &intent.tag {
-            gust_api::traffic::check_tag(tag).map_err(bad_traffic)?;
-        }
-        if let Some((number, d, s)) = &current
+        if let Some((number, d, s, _)) = &current
             && d == digest.as_str()
             && *s == spec_json
         {
             if let Some(tag) = &intent.tag {
                 let mut traffic = traffic;
-                traffic.tags.insert(tag.clone(), *number);
+                traffic.tag(tag, *number).map_err(bad_traffic)?;
                 write_traffic(&tx, &spec.name, &traffic)?;
             }
             tx.commit().map_err(Error::db("commit deploy"))?;
@@ -223,25 +220,15 @@ impl Store {
             let revision = self.revision(&spec.name, *number)?;
             return Ok(DeployOutcome { revision, changed: false });
         }
-        let traffic = match (&current, intent.no_traffic) {
-            (None, true) => {
-                return Err(bad_traffic(
-                    "a function's first revision takes all its calls: deploy it without --no-traffic".to_owned(),
-                ));
-            }
-            (Some((latest, ..)), true) => {
-                let mut t = traffic;
-                t.pin_latest(*latest);
-                t
-            }
-            (_, false) => Traffic { tags: traffic.tags, ..Traffic::latest() },
-        };
         let last: Option<u32> = tx
             .query_row("SELECT MAX(number) FROM revisions WHERE function = ?1", params![spec.name.as_str()], |r| {
                 r.get(0)
             })
             .map_err(Error::db("number revision"))?;
         let number = last.unwrap_or(0) + 1;
+        let previous = current.as_ref().map(|c| c.0);
+        let traffic =
+            traffic.deployed(previous, number, intent.no_traffic, intent.tag.as_deref()).map_err(bad_traffic)?;
         tx.execute(
             "INSERT INTO functions (name, current_revision, created_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET current_revision = excluded.current_revision",
@@ -253,10 +240,6 @@ impl Store {
             params![spec.name.as_str(), number, digest.as_str(), spec_json, now],
         )
         .map_err(Error::db("record revision"))?;
-        let mut traffic = traffic;
-        if let Some(tag) = &intent.tag {
-            traffic.tags.insert(tag.clone(), number);
-        }
         write_traffic(&tx, &spec.name, &traffic)?;
         routes::replace_manifest_routes(&tx, &spec.name, &spec.routes, now)?;
         tx.commit().map_err(Error::db("commit deploy"))?;
@@ -530,12 +513,17 @@ fn read_traffic(conn: &Connection, name: &FunctionName) -> Result<Option<(Traffi
         .optional()
         .map_err(Error::db("read traffic"))?;
     let Some((json, latest)) = row else { return Ok(None) };
-    let traffic = match json {
-        None => Traffic::latest(),
-        Some(j) => serde_json::from_str(&j)
-            .map_err(|e| Error::Corrupt { function: name.to_string(), reason: format!("traffic: {e}") })?,
-    };
-    Ok(Some((traffic, latest)))
+    Ok(Some((parse_traffic(name, json.as_deref())?, latest)))
+}
+
+/// A stored `traffic_json`; NULL (functions deployed before traffic existed) is every
+/// call to the latest revision.
+fn parse_traffic(name: &FunctionName, json: Option<&str>) -> Result<Traffic> {
+    match json {
+        None => Ok(Traffic::latest()),
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| Error::Corrupt { function: name.to_string(), reason: format!("traffic: {e}") }),
+    }
 }
 
 fn write_traffic(conn: &Connection, name: &FunctionName, traffic: &Traffic) -> Result<()> {

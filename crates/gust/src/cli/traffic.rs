@@ -34,16 +34,12 @@ impl Revisions {
             .revisions
             .iter()
             .map(|r| {
-                let mut tags = r.tags.clone();
-                if r.latest {
-                    tags.insert(0, "@latest".into());
-                }
                 [
                     r.id.clone(),
                     age(&r.created_at),
                     r.code_digest.strip_prefix("sha256:").unwrap_or(&r.code_digest).chars().take(12).collect(),
                     format!("{}%", r.traffic_percent),
-                    if tags.is_empty() { "-".into() } else { tags.join(",") },
+                    tag_column(&r.tags, r.latest),
                     r.instances.to_string(),
                 ]
             })
@@ -151,13 +147,14 @@ fn print_traffic(info: &TrafficInfo) {
     let rows: Vec<[String; 3]> = info
         .targets
         .iter()
-        .map(|t| {
-            let mut tags = t.tags.clone();
-            if t.latest {
-                tags.insert(0, "@latest".into());
-            }
-            [t.revision.clone(), format!("{}%", t.percent), if tags.is_empty() { "-".into() } else { tags.join(",") }]
-        })
+        .map(|t| [t.revision.clone(), format!("{}%", t.percent), tag_column(&t.tags, t.latest)])
         .collect();
     print_table(&["REVISION", "TRAFFIC", "TAGS"], &rows);
+}
+
+/// The TAGS cell: `@latest` first for the newest revision, then its tags; `-` for none.
+fn tag_column(tags: &[String], latest: bool) -> String {
+    let all: Vec<&str> =
+        latest.then_some(gust_api::traffic::LATEST).into_iter().chain(tags.iter().map(String::as_str)).collect();
+    if all.is_empty() { "-".to_owned() } else { all.join(",") }
 }
