@@ -27,3 +27,4 @@ pub use manifest::{FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolic
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};
 pub use traffic::{Share, Traffic};
+pub use wire::RevisionStatus;

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::FunctionName;
 use crate::wire::TrafficUpdate;
 
-/// How traffic and URLs name the newest revision, whatever its number.
+/// How traffic and URLs name the newest *ready* revision, whatever its number (Knative's
+/// `latestRevision: true` follows `latestReadyRevisionName` the same way), so a deploy
+/// that fails its start-up check never takes the calls that follow the latest.
 pub const LATEST: &str = "@latest";
 
 /// The longest tag: it appears in URLs and, later, in host names (`TAG-NAME.DOMAIN`).
@@ -50,22 +52,25 @@ impl Traffic {
         Self { split: vec![Share { revision: None, percent: 100 }], tags: BTreeMap::new() }
     }
 
-    /// The shares per revision number, `latest` put in for the floating ones, merged,
-    /// none at 0 %, newest revision first.
-    pub fn resolve(&self, latest: u32) -> Vec<(u32, u32)> {
+    /// The shares per revision number, `latest` (the newest ready revision) put in for
+    /// the floating ones, merged, none at 0 %, newest revision first. With no ready
+    /// revision the floating shares go nowhere.
+    pub fn resolve(&self, latest: Option<u32>) -> Vec<(u32, u32)> {
         let mut merged: BTreeMap<u32, u32> = BTreeMap::new();
         for s in &self.split {
-            *merged.entry(s.revision.unwrap_or(latest)).or_default() += s.percent;
+            if let Some(n) = s.revision.or(latest) {
+                *merged.entry(n).or_default() += s.percent;
+            }
         }
         merged.into_iter().rev().filter(|(_, p)| *p > 0).collect()
     }
 
     /// The revisions kept in service: those with a share, those with a tag, and the
-    /// latest (always reachable as `NAME@latest`).
-    pub fn referenced(&self, latest: u32) -> BTreeSet<u32> {
+    /// latest ready one (always reachable as `NAME@latest`).
+    pub fn referenced(&self, latest: Option<u32>) -> BTreeSet<u32> {
         let mut set: BTreeSet<u32> = self.resolve(latest).into_iter().map(|(r, _)| r).collect();
         set.extend(self.tags.values().copied());
-        set.insert(latest);
+        set.extend(latest);
         set
     }
 
@@ -74,12 +79,13 @@ impl Traffic {
         self.tags.iter().filter(|(_, r)| **r == revision).map(|(t, _)| t.clone()).collect()
     }
 
-    /// Checks that shares sum to 100 and name revisions that `exist`, and that tags are
-    /// well-formed and name revisions that exist.
+    /// Checks that shares sum to 100, that tags are well-formed, and that every revision
+    /// named by a share or a tag is `usable` (which says why not: it does not exist, or
+    /// it failed to start).
     ///
     /// # Errors
     /// What is wrong, in words for the user.
-    pub fn check(&self, exist: impl Fn(u32) -> bool) -> Result<(), String> {
+    pub fn check(&self, usable: impl Fn(u32) -> Result<(), String>) -> Result<(), String> {
         if let Some(s) = self.split.iter().find(|s| s.percent > 100) {
             return Err(format!("a share is a percentage, 0–100, not {}", s.percent));
         }
@@ -89,16 +95,12 @@ impl Traffic {
             let parts: Vec<String> = self.split.iter().map(|s| format!("{}%", s.percent)).collect();
             return Err(format!("traffic shares must sum to 100, not {sum} ({})", parts.join(" + ")));
         }
-        for s in &self.split {
-            if let Some(n) = s.revision.filter(|n| !exist(*n)) {
-                return Err(format!("revision {n:05} does not exist"));
-            }
+        for n in self.split.iter().filter_map(|s| s.revision) {
+            usable(n)?;
         }
         for (tag, n) in &self.tags {
             check_tag(tag)?;
-            if !exist(*n) {
-                return Err(format!("tag `{tag}` names revision {n:05}, which does not exist"));
-            }
+            usable(*n).map_err(|why| format!("tag `{tag}`: {why}"))?;
         }
         Ok(())
     }
@@ -121,12 +123,12 @@ impl Traffic {
         Ok(())
     }
 
-    /// This traffic after revision `new` is deployed over `previous` (`None` for a
-    /// function's first): every call to the latest, tags kept, unless `no_traffic`,
+    /// This traffic after revision `new` is deployed over `previous`, the latest ready
+    /// revision (`None` when there is none): every call to the latest, tags kept, unless `no_traffic`,
     /// which keeps the split on `previous`; `tag` names `new`.
     ///
     /// # Errors
-    /// `no_traffic` for a first revision, or a tag that is not valid.
+    /// `no_traffic` with no ready revision to keep the calls, or a tag that is not valid.
     pub fn deployed(
         mut self,
         previous: Option<u32>,
@@ -137,7 +139,8 @@ impl Traffic {
         match (previous, no_traffic) {
             (None, true) => {
                 return Err(
-                    "a function's first revision takes all its calls: deploy it without --no-traffic".to_owned()
+                    "with no revision of the function ready, this one must take its calls: deploy it without --no-traffic"
+                        .to_owned()
                 );
             }
             (Some(previous), true) => self.pin_latest(previous),
@@ -178,8 +181,8 @@ impl Traffic {
         Ok(next)
     }
 
-    /// All traffic to `to`, or to the revision before the one taking the biggest share
-    /// now. Tags stay.
+    /// All traffic to `to`, or to the newest of `revisions` (the ready ones) before the
+    /// one taking the biggest share now. Tags stay.
     ///
     /// # Errors
     /// When there is no earlier revision, or `to` names nothing.
@@ -193,9 +196,10 @@ impl Traffic {
         let target = match to {
             Some(t) => self.target(function, t)?.unwrap_or(latest),
             None => {
-                let main = self.resolve(latest).into_iter().max_by_key(|(r, p)| (*p, *r)).map_or(latest, |(r, _)| r);
+                let main =
+                    self.resolve(Some(latest)).into_iter().max_by_key(|(r, p)| (*p, *r)).map_or(latest, |(r, _)| r);
                 revisions.iter().copied().filter(|n| *n < main).max().ok_or_else(|| {
-                    format!("{function}-{main:05} is the first revision: there is no earlier one to roll back to")
+                    format!("{function}-{main:05} is the first ready revision: there is no earlier one to roll back to")
                 })?
             }
         };
@@ -265,11 +269,13 @@ mod tests {
     #[test]
     fn latest_follows_new_revisions_and_pinning_stops_it() {
         let mut t = Traffic::latest();
-        assert_eq!(t.resolve(3), vec![(3, 100)]);
-        assert_eq!(t.resolve(4), vec![(4, 100)]);
+        assert_eq!(t.resolve(Some(3)), vec![(3, 100)]);
+        assert_eq!(t.resolve(Some(4)), vec![(4, 100)]);
+        assert_eq!(t.resolve(None), vec![], "no ready revision takes the floating share");
         t.pin_latest(4);
-        assert_eq!(t.resolve(5), vec![(4, 100)]);
-        assert_eq!(t.referenced(5).into_iter().collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(t.resolve(Some(5)), vec![(4, 100)]);
+        assert_eq!(t.referenced(Some(5)).into_iter().collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(t.referenced(None).into_iter().collect::<Vec<_>>(), vec![4]);
     }
 
     #[test]
@@ -278,20 +284,25 @@ mod tests {
         t.tags.insert("candidate".into(), 4);
         let u = split(&[("hello-00003", 80), ("candidate", 10), ("@latest", 5), ("4", 5)]);
         let next = t.apply(&name(), &u, 5).expect("applies");
-        next.check(|n| (1..=5).contains(&n)).expect("valid");
-        assert_eq!(next.resolve(5), vec![(5, 5), (4, 15), (3, 80)]);
+        next.check(|n| if (1..=5).contains(&n) { Ok(()) } else { Err("no".into()) }).expect("valid");
+        assert_eq!(next.resolve(Some(5)), vec![(5, 5), (4, 15), (3, 80)]);
         assert_eq!(next.tags_of(4), vec!["candidate".to_owned()]);
     }
 
     #[test]
     fn bad_splits_say_why() {
         let t = Traffic::latest();
-        let e = t.apply(&name(), &split(&[("1", 90), ("2", 20)]), 2).expect("applies").check(|_| true);
+        let any = |_| Ok(());
+        let e = t.apply(&name(), &split(&[("1", 90), ("2", 20)]), 2).expect("applies").check(any);
         assert_eq!(e, Err("traffic shares must sum to 100, not 110 (90% + 20%)".to_owned()));
-        let e = t.apply(&name(), &split(&[("1", u32::MAX), ("2", 101)]), 2).expect("applies").check(|_| true);
+        let e = t.apply(&name(), &split(&[("1", u32::MAX), ("2", 101)]), 2).expect("applies").check(any);
         assert_eq!(e, Err(format!("a share is a percentage, 0–100, not {}", u32::MAX)));
-        let e = t.apply(&name(), &split(&[("9", 100)]), 2).expect("applies").check(|n| n <= 2);
+        let upto2 = |n| if n <= 2 { Ok(()) } else { Err(format!("revision {n:05} does not exist")) };
+        let e = t.apply(&name(), &split(&[("9", 100)]), 2).expect("applies").check(upto2);
         assert_eq!(e, Err("revision 00009 does not exist".to_owned()));
+        let mut tagged = Traffic::latest();
+        tagged.tags.insert("old".into(), 7);
+        assert_eq!(tagged.check(upto2), Err("tag `old`: revision 00007 does not exist".to_owned()));
         let e = t.apply(&name(), &split(&[("nope", 100)]), 2).expect_err("unknown target");
         assert!(e.contains("`nope` is not a revision of hello"), "{e}");
         assert!(t.apply(&name(), &split(&[]), 2).is_err());
@@ -317,13 +328,15 @@ mod tests {
     fn rollback_goes_to_the_revision_before_the_main_one_or_the_named_one() {
         let t = Traffic::latest();
         let back = t.rollback(&name(), None, 3, &[1, 2, 3]).expect("has an earlier one");
-        assert_eq!(back.resolve(3), vec![(2, 100)]);
+        assert_eq!(back.resolve(Some(3)), vec![(2, 100)]);
         let again = back.rollback(&name(), None, 3, &[1, 2, 3]).expect("and another");
-        assert_eq!(again.resolve(3), vec![(1, 100)]);
-        assert!(again.rollback(&name(), None, 3, &[1, 2, 3]).expect_err("first").contains("hello-00001 is the first"));
+        assert_eq!(again.resolve(Some(3)), vec![(1, 100)]);
+        assert!(
+            again.rollback(&name(), None, 3, &[1, 2, 3]).expect_err("first").contains("hello-00001 is the first ready")
+        );
         let named = again.rollback(&name(), Some("hello-00003"), 3, &[1, 2, 3]).expect("named");
-        assert_eq!(named.resolve(3), vec![(3, 100)]);
+        assert_eq!(named.resolve(Some(3)), vec![(3, 100)]);
         // Gaps left by removed revisions are skipped.
-        assert_eq!(t.rollback(&name(), None, 7, &[2, 7]).expect("gap").resolve(7), vec![(2, 100)]);
+        assert_eq!(t.rollback(&name(), None, 7, &[2, 7]).expect("gap").resolve(Some(7)), vec![(2, 100)]);
     }
 }

@@ -155,6 +155,47 @@ pub struct RevisionScale {
     pub retired: bool,
 }
 
+/// Where a revision stands. A deploy records it `pending`, starts one instance and checks
+/// that its handler loads; only a `ready` revision takes the deploy's traffic (Knative's
+/// `Ready` condition). A `failed` one keeps no traffic unless the user forces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionStatus {
+    /// Its start-up check is running.
+    Pending,
+    /// It started and loaded its handler (or has nothing to start).
+    #[default]
+    Ready,
+    /// It could not start; `failure` says why.
+    Failed,
+}
+
+impl RevisionStatus {
+    /// How it is stored and shown: `pending`, `ready`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionStatus::Pending => "pending",
+            RevisionStatus::Ready => "ready",
+            RevisionStatus::Failed => "failed",
+        }
+    }
+
+    /// The status stored as `text`; anything unknown reads as failed, never as ready.
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "ready" => RevisionStatus::Ready,
+            "pending" => RevisionStatus::Pending,
+            _ => RevisionStatus::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for RevisionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One revision of a function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevisionInfo {
@@ -169,12 +210,18 @@ pub struct RevisionInfo {
     /// Tags that name it (`/function/NAME@TAG`).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Whether it is the newest revision (`@latest`).
+    /// Whether it is the newest ready revision (`@latest`).
     #[serde(default)]
     pub latest: bool,
     /// Instances of it running now.
     #[serde(default)]
     pub instances: usize,
+    /// Whether it started at deploy.
+    #[serde(default)]
+    pub status: RevisionStatus,
+    /// Why it failed: how its instance ended and its last output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// `PUT /api/v1/functions/{name}/traffic`: tags are set and removed first, then `split`
@@ -191,6 +238,9 @@ pub struct TrafficUpdate {
     /// Tags to remove.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub untag: Vec<String>,
+    /// Allow shares and tags on revisions that failed to start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// One share of a split as the user names it.
@@ -229,7 +279,7 @@ pub struct TrafficTarget {
     pub percent: u32,
     /// Its tags.
     pub tags: Vec<String>,
-    /// Whether it is the newest revision.
+    /// Whether it is the newest ready revision.
     pub latest: bool,
 }
 

@@ -42,7 +42,7 @@ pub fn list(gw: &Gateway) -> Result<Response<Body>> {
         .all()
         .into_iter()
         .map(|routing| {
-            let r = &routing.latest;
+            let r = &routing.newest;
             FunctionSummary {
                 name: r.spec.name.to_string(),
                 runtime: r.spec.runtime.to_string(),
@@ -131,7 +131,10 @@ pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Respons
     Ok(ndjson(boxed(ChannelBody { rx })))
 }
 
-/// Builds (or reuses a cached build), records the revision and puts it in service.
+/// Builds (or reuses a cached build), records the revision, checks that it starts, and
+/// only then gives it the deploy's traffic and puts it in service. A revision that fails
+/// its check is kept, marked failed, and the deploy answers why while the revisions
+/// serving before go on serving.
 async fn finish_deploy(
     gw: &Gateway,
     staged: Staged,
@@ -139,6 +142,7 @@ async fn finish_deploy(
     events: &mpsc::Sender<build::Event>,
 ) -> Result<(DeployResponse, bool)> {
     let function = staged.spec.name.to_string();
+    let intent = staged.traffic.clone();
     let (outcome, build_info) = match plan {
         None => {
             let outcome = gw.with_store(move |s| s.commit(staged, None)).await?;
@@ -174,13 +178,33 @@ async fn finish_deploy(
     };
     let revision = outcome.revision;
     let name = revision.spec.name.clone();
-    let serving = gw.with_store(move |s| s.serving(&name)).await?;
+    let serving = if outcome.changed {
+        let _ = events.send(build::Event::Step(format!("starting {} to check it", revision.id))).await;
+        let checked = gw.supervisor.probe(&Arc::new(revision.clone())).await;
+        let id = revision.id.clone();
+        let result = checked.clone();
+        let serving = gw.with_store(move |s| s.settle(&id, result, &intent)).await?;
+        if let Err(detail) = checked {
+            let instead = match serving.latest {
+                Some(n) => format!("{name}-{n:05} keeps serving"),
+                None => "the function has no revision that serves".to_owned(),
+            };
+            // A function's first revision must still be known, to answer its calls.
+            gw.put_in_service(&function, serving, None)?;
+            tracing::warn!(function, revision = %revision.id, "revision failed to start");
+            return Err(Error::RevisionFailed { revision: revision.id.to_string(), detail, serving: instead });
+        }
+        serving
+    } else {
+        gw.with_store(move |s| s.serving(&name)).await?
+    };
     let (percent, tags) = traffic_of(&serving.traffic, serving.latest, revision.id.number());
     gw.put_in_service(&function, serving, outcome.changed.then_some(&revision.id))?;
     if outcome.changed {
         // Only a new revision can have replaced the function's manifest routes.
         gw.reload_routes().await?;
         tracing::info!(function = %revision.spec.name, revision = %revision.id, "deployed");
+        gw.collect_garbage().await;
     }
     let resp = DeployResponse {
         function: revision.spec.name.to_string(),
@@ -205,10 +229,12 @@ fn event_line(event: &DeployEvent) -> Bytes {
 pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let fname = function_name(name)?;
     let (revisions, latest, traffic) = gw.with_store(move |s| s.revisions(&fname)).await?;
+    // What the function runs: its latest ready revision, else its newest.
     let serving = revisions
         .iter()
-        .find(|r| r.id.number() == latest)
-        .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision {latest}")))?;
+        .find(|r| Some(r.id.number()) == latest)
+        .or(revisions.first())
+        .ok_or_else(|| Error::Internal(format!("function `{name}` has no revision")))?;
     let scaling = gw.supervisor.scaling(name);
     let instances = gw.supervisor.instances(name);
     let detail = FunctionDetail {
@@ -228,7 +254,9 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
                     created_at: humantime::format_rfc3339_seconds(r.created_at).to_string(),
                     traffic_percent: u8::try_from(percent).unwrap_or(100),
                     tags,
-                    latest: r.id.number() == latest,
+                    latest: Some(r.id.number()) == latest,
+                    status: r.status,
+                    failure: r.failure.clone(),
                 }
             })
             .collect(),
@@ -246,7 +274,7 @@ fn function_name(name: &str) -> Result<FunctionName> {
 }
 
 /// A revision's share of calls and its tags.
-fn traffic_of(traffic: &Traffic, latest: u32, revision: u32) -> (u32, Vec<String>) {
+fn traffic_of(traffic: &Traffic, latest: Option<u32>, revision: u32) -> (u32, Vec<String>) {
     let percent = traffic.resolve(latest).iter().find(|(r, _)| *r == revision).map_or(0, |(_, p)| *p);
     (percent, traffic.tags_of(revision))
 }
@@ -262,15 +290,16 @@ pub async fn traffic(gw: &Gateway, name: &str) -> Result<Response<Body>> {
 /// at all, then put in service at once.
 pub async fn set_traffic(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let update: TrafficUpdate = read_json(req).await?;
-    change_traffic(gw, name, move |fname, t, latest, _| t.apply(fname, &update, latest)).await
+    let force = update.force;
+    change_traffic(gw, name, force, move |fname, t, latest, _| t.apply(fname, &update, latest)).await
 }
 
 /// `POST /api/v1/functions/{name}/rollback` with a [`RollbackRequest`]: every call to
 /// the named revision, or to the one before the revision taking most calls now.
 pub async fn rollback(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let request: RollbackRequest = read_json(req).await?;
-    change_traffic(gw, name, move |fname, t, latest, numbers| {
-        t.rollback(fname, request.revision.as_deref(), latest, numbers)
+    change_traffic(gw, name, false, move |fname, t, latest, ready| {
+        t.rollback(fname, request.revision.as_deref(), latest, ready)
     })
     .await
 }
@@ -278,14 +307,16 @@ pub async fn rollback(gw: &Gateway, name: &str, req: Request<Incoming>) -> Resul
 async fn change_traffic(
     gw: &Gateway,
     name: &str,
+    force: bool,
     change: impl FnOnce(&FunctionName, &Traffic, u32, &[u32]) -> std::result::Result<Traffic, String> + Send + 'static,
 ) -> Result<Response<Body>> {
     let fname = function_name(name)?;
     let serving = gw
-        .with_store(move |s| s.update_traffic(&fname, |t, latest, numbers| change(&fname, t, latest, numbers)))
+        .with_store(move |s| s.update_traffic(&fname, force, |t, latest, ready| change(&fname, t, latest, ready)))
         .await?;
     let info = traffic_info(name, &serving);
     gw.put_in_service(name, serving, None)?;
+    gw.collect_garbage().await;
     tracing::info!(function = name, traffic = ?info.targets.iter().map(|t| (&t.revision, t.percent)).collect::<Vec<_>>(), "traffic changed");
     Ok(json(StatusCode::OK, &info))
 }
@@ -297,7 +328,7 @@ fn traffic_info(name: &str, serving: &Serving) -> TrafficInfo {
         .iter()
         .map(|r| {
             let (percent, tags) = traffic_of(&serving.traffic, serving.latest, r.id.number());
-            TrafficTarget { revision: r.id.to_string(), percent, tags, latest: r.id.number() == serving.latest }
+            TrafficTarget { revision: r.id.to_string(), percent, tags, latest: Some(r.id.number()) == serving.latest }
         })
         .collect();
     TrafficInfo { function: name.to_owned(), targets }

@@ -32,6 +32,24 @@ pub enum Error {
         /// The tag asked for.
         tag: String,
     },
+    /// The function has no revision that started: every one failed its start-up check.
+    #[error("function `{function}` has no revision that started: {detail}; fix it and deploy again")]
+    NotReady {
+        /// The function.
+        function: String,
+        /// Which revision failed and why.
+        detail: String,
+    },
+    /// A deployed revision failed its start-up check: it takes no traffic.
+    #[error("{revision} failed to start, so it takes no traffic ({serving}): {detail}")]
+    RevisionFailed {
+        /// The revision.
+        revision: String,
+        /// How its instance ended and its last output.
+        detail: String,
+        /// What serves instead, in words.
+        serving: String,
+    },
     /// No route for the path.
     #[error("no route for `{path}`; functions are called at /function/NAME")]
     RouteNotFound {
@@ -77,6 +95,8 @@ impl Error {
                 StatusCode::NOT_FOUND
             }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RevisionFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Runtime(e) => match e {
@@ -111,6 +131,8 @@ impl Error {
             Error::TagNotFound { .. } => "tag_not_found",
             Error::RouteNotFound { .. } => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::NotReady { .. } => "not_ready",
+            Error::RevisionFailed { .. } => "revision_failed",
             Error::BadRequest { .. } => "bad_request",
             Error::UploadTooLarge { .. } => "upload_too_large",
             Error::Runtime(e) => match e {

@@ -95,7 +95,12 @@ async fn forward(
     let tag = target.tag.or_else(|| req.headers().get(&GUST_TAG).and_then(|v| v.to_str().ok()));
     let revision = routing
         .pick(tag)
-        .ok_or_else(|| Error::TagNotFound { function: function.to_owned(), tag: tag.unwrap_or_default().to_owned() })?
+        .ok_or_else(|| match (&routing.failure, tag) {
+            (Some(detail), None | Some("latest")) => {
+                Error::NotReady { function: function.to_owned(), detail: detail.clone() }
+            }
+            _ => Error::TagNotFound { function: function.to_owned(), tag: tag.unwrap_or_default().to_owned() },
+        })?
         .clone();
     let spec = &revision.spec;
     let limit = spec.limits.max_body;
@@ -122,8 +127,9 @@ async fn forward(
 }
 
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
-    // Callers may not forge parameters: any they sent go with the hop-by-hop headers.
-    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX));
+    // Callers may not forge parameters or gust's start-up probe: any they sent go with
+    // the hop-by-hop headers.
+    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX) || *name == X_GUST_PROBE);
     let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -168,6 +174,9 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_CALL_ID: HeaderName = HeaderName::from_static(CALL_ID);
 const X_DURATION: HeaderName = HeaderName::from_static(DURATION);
+/// gust's start-up check of a revision; the invokers answer it without calling the
+/// function, so a caller must never get to send it.
+const X_GUST_PROBE: HeaderName = HeaderName::from_static("x-gust-probe");
 /// Names the revision a call goes to by its tag, as the URL's `@TAG` does (Knative's
 /// `Knative-Serving-Tag`).
 const GUST_TAG: HeaderName = HeaderName::from_static("gust-tag");

@@ -22,8 +22,12 @@ pub struct Registry {
 /// One function's traffic, resolved to revisions.
 #[derive(Debug)]
 pub struct Routing {
-    /// The newest revision (`NAME@latest`).
-    pub latest: Arc<Revision>,
+    /// The newest ready revision (`NAME@latest`); `None` while none has started.
+    pub latest: Option<Arc<Revision>>,
+    /// With no ready revision, why the newest failed: what calls are told.
+    pub failure: Option<String>,
+    /// The newest revision, whatever its status: what `gust ls` shows.
+    pub newest: Arc<Revision>,
     /// Revisions taking calls without a tag, each with the running total of shares up to
     /// and including it (the last is 100).
     split: Vec<(u32, Arc<Revision>)>,
@@ -34,11 +38,15 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// Resolves a function's traffic over the revisions it keeps in service.
+    /// Resolves a function's traffic over the revisions it keeps in service; `None` when
+    /// the store's answer names a revision it did not include (a bug).
     pub fn new(serving: Serving) -> Option<Self> {
         let revisions: Vec<Arc<Revision>> = serving.revisions.into_iter().map(Arc::new).collect();
         let by_number = |n: u32| revisions.iter().find(|r| r.id.number() == n).cloned();
-        let latest = by_number(serving.latest)?;
+        let latest = match serving.latest {
+            Some(n) => Some(by_number(n)?),
+            None => None,
+        };
         let mut total = 0;
         let split = serving
             .traffic
@@ -50,7 +58,8 @@ impl Routing {
             })
             .collect();
         let tags = serving.traffic.tags.iter().filter_map(|(t, n)| Some((t.clone(), by_number(*n)?))).collect();
-        Some(Self { latest, split, tags, revisions })
+        let newest = by_number(serving.newest.id.number()).unwrap_or_else(|| Arc::new(serving.newest));
+        Some(Self { latest, failure: serving.failure, newest, split, tags, revisions })
     }
 
     /// The revision for one call: the tagged one, or one drawn by the split's shares.
@@ -65,9 +74,14 @@ impl Routing {
                 let roll = (random() % 100) as u32;
                 self.split.iter().find(|(upto, _)| roll < *upto).map(|(_, r)| r).or(Some(&last.1))
             }
-            Some("latest") => Some(&self.latest),
+            Some("latest") => self.latest.as_ref(),
             Some(t) => self.tags.get(t),
         }
+    }
+
+    /// Whether `tag` names one of this function's revisions (`latest` always does).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        tag == "latest" || self.tags.contains_key(tag)
     }
 
     /// Every revision this routing may send a call to.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gust_api::RevisionId;
 use gust_api::wire::Info;
 use gust_runtime::{Body, Supervisor};
-use gust_store::{Serving, Store};
+use gust_store::{Retention, Serving, Store};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,15 +27,27 @@ pub struct GatewayConfig {
     /// How long a client may take to send request headers. Default 30 s.
     pub header_timeout: Duration,
     /// With a domain, `NAME.DOMAIN` in the `Host` header reaches function `NAME` at its
-    /// root, as Knative's routes do. Default none.
+    /// root, as Knative's routes do, and `TAG-NAME.DOMAIN` its tagged revision (Knative's
+    /// default tag template). Default none.
     pub domain: Option<String>,
+    /// How long revisions out of service are kept ([`Retention`], Knative's defaults).
+    pub retention: Retention,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_upload: 100 << 20, header_timeout: Duration::from_secs(30), domain: None }
+        Self {
+            max_upload: 100 << 20,
+            header_timeout: Duration::from_secs(30),
+            domain: None,
+            retention: Retention::default(),
+        }
     }
 }
+
+/// How often revisions are checked against the retention besides after each deploy and
+/// traffic change: often enough next to ages counted in hours.
+const COLLECT_EVERY: Duration = Duration::from_secs(600);
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -77,6 +89,33 @@ impl Gateway {
             .map_err(|e| Error::Internal(format!("store task failed: {e}")))??)
     }
 
+    /// Forgets revisions out of service past the retention, and code no revision uses;
+    /// revisions with a pool (serving, draining, being checked) stay. A failure is
+    /// logged: the next deploy or tick tries again.
+    pub async fn collect_garbage(&self) {
+        let supervisor = self.supervisor.clone();
+        let retention = self.config.retention;
+        let now = std::time::SystemTime::now();
+        if let Err(error) =
+            self.with_store(move |s| s.collect_garbage(retention, now, |r| supervisor.has_pool(r))).await
+        {
+            tracing::warn!(%error, "revision garbage collection failed");
+        }
+    }
+
+    /// Collects garbage now and then every ten minutes (`COLLECT_EVERY`) until `shutdown` flips, so
+    /// revisions age out without a deploy to trigger it.
+    pub async fn run_collector(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(COLLECT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.collect_garbage().await,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            }
+        }
+    }
+
     /// Reloads the custom routes from the store into the registry.
     ///
     /// # Errors
@@ -101,23 +140,37 @@ impl Gateway {
         Ok(())
     }
 
-    /// The function a `Host` header names when it is `NAME.DOMAIN` for the configured domain.
-    fn host_function(&self, req: &Request<Incoming>) -> Option<String> {
+    /// The function (and tag) a `Host` header names for the configured domain:
+    /// `NAME.DOMAIN`, or `TAG-NAME.DOMAIN` for one of its tags (Knative's default tag
+    /// template). A deployed function's own name wins over a tag reading of it.
+    fn host_function(&self, req: &Request<Incoming>) -> Option<(String, Option<String>)> {
         let domain = self.config.domain.as_deref()?;
         let host = req.headers().get(http::header::HOST)?.to_str().ok()?.to_ascii_lowercase();
         let host = host.as_str();
         let host =
             host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-        let name = host.strip_suffix(domain)?.strip_suffix('.')?;
-        self.registry.contains(name).then(|| name.to_owned())
+        let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+        if self.registry.contains(label) {
+            return Some((label.to_owned(), None));
+        }
+        label.match_indices('-').find_map(|(i, _)| {
+            let (tag, name) = (&label[..i], &label[i + 1..]);
+            let routing = self.registry.get(name)?;
+            routing.has_tag(tag).then(|| (name.to_owned(), Some(tag.to_owned())))
+        })
     }
 
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
-        if let Some(function) = self.host_function(&req) {
-            let target =
-                invoke::Target { function: &function, tag: None, path: &path, prefix: None, params: Vec::new() };
+        if let Some((function, tag)) = self.host_function(&req) {
+            let target = invoke::Target {
+                function: &function,
+                tag: tag.as_deref(),
+                path: &path,
+                prefix: None,
+                params: Vec::new(),
+            };
             return invoke::invoke(&self, peer, target, req).await;
         }
         match route(req.method(), &path) {

@@ -404,35 +404,13 @@ impl Pool {
 
     async fn run_start(self: Arc<Self>) {
         let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
-        let weak = self.me.clone();
-        let on_exit = Box::new(move |instance: Arc<Instance>| {
-            if let Some(pool) = weak.upgrade() {
-                pool.on_exit(&instance);
-            }
-        });
-        let started = Instance::start(&self.ctx, &self.revision, deadline, on_exit).await;
+        let started = Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook()).await;
         let mut st = self.lock();
         st.starting -= 1;
         match started {
-            Ok(instance) => {
-                if st.closed.is_some() {
-                    drop(st);
-                    instance.stop();
-                    return;
-                }
-                tracing::debug!(instance = %instance.id, "instance started");
-                st.cold_starts += 1;
-                st.pooled_starts += u64::from(instance.pooled);
-                st.members.push(Member { instance, in_flight: 0, served: 0, idle_since: Instant::now() });
-                self.dispatch(&mut st);
-                st.mark();
-                self.scale_for_waiters(&mut st);
-            }
+            Ok(instance) => self.admit(st, instance),
             Err(error) => {
-                let detail = match &error {
-                    Error::StartFailed { detail, .. } | Error::RuntimeUnavailable { detail, .. } => detail.clone(),
-                    other => other.to_string(),
-                };
+                let detail = start_detail(&error);
                 // With nothing running or starting, nobody waiting would ever be served:
                 // tell them why now instead of letting them time out.
                 if st.members.is_empty() && st.starting == 0 {
@@ -443,6 +421,74 @@ impl Pool {
                 drop(st);
                 tracing::warn!(function = %self.revision.spec.name, %error, "instance failed to start");
                 self.note(&format!("instance failed to start: {detail}"));
+            }
+        }
+    }
+
+    /// Tells the pool when an instance's process ends.
+    fn exit_hook(&self) -> Box<dyn FnOnce(Arc<Instance>) + Send> {
+        let weak = self.me.clone();
+        Box::new(move |instance: Arc<Instance>| {
+            if let Some(pool) = weak.upgrade() {
+                pool.on_exit(&instance);
+            }
+        })
+    }
+
+    /// Puts a started instance in service and hands it the calls waiting.
+    fn admit(&self, mut st: std::sync::MutexGuard<'_, State>, instance: Arc<Instance>) {
+        if st.closed.is_some() {
+            drop(st);
+            instance.stop();
+            return;
+        }
+        tracing::debug!(instance = %instance.id, "instance started");
+        st.cold_starts += 1;
+        st.pooled_starts += u64::from(instance.pooled);
+        st.members.push(Member { instance, in_flight: 0, served: 0, idle_since: Instant::now() });
+        self.dispatch(&mut st);
+        st.mark();
+        self.scale_for_waiters(&mut st);
+    }
+
+    /// A deploy's start-up check: starts one instance the way calls would get one (from
+    /// the warm pool where it can) and checks it can serve without sending it a call
+    /// (`Instance::check_ready`). On success the instance stays in service when `keep`
+    /// (the revision's `scale.initial` wants one) and stops otherwise. While it runs it
+    /// counts as starting, so the autoscaler does not start a second one beside it.
+    ///
+    /// # Errors
+    /// Why the revision cannot start: how the instance ended and its last output.
+    pub async fn probe(self: &Arc<Self>, keep: bool) -> std::result::Result<(), String> {
+        self.lock().starting += 1;
+        let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
+        let checked = match Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook()).await {
+            Ok(instance) => match instance.check_ready(&self.ctx, deadline).await {
+                Ok(()) => Ok(instance),
+                Err(detail) => {
+                    instance.kill();
+                    Err(detail)
+                }
+            },
+            Err(error) => Err(start_detail(&error)),
+        };
+        let mut st = self.lock();
+        st.starting -= 1;
+        match checked {
+            Ok(instance) if keep => {
+                self.admit(st, instance);
+                Ok(())
+            }
+            Ok(instance) => {
+                drop(st);
+                instance.stop();
+                Ok(())
+            }
+            Err(detail) => {
+                drop(st);
+                tracing::warn!(revision = %self.revision.id, %detail, "revision failed its start-up check");
+                self.note(&format!("{} failed to start: {detail}", self.revision.id));
+                Err(detail)
             }
         }
     }
@@ -572,6 +618,14 @@ impl Pool {
                 idle_seconds: if m.in_flight == 0 { m.idle_since.elapsed().as_secs_f64() } else { 0.0 },
             })
             .collect()
+    }
+}
+
+/// What a failed start tells the calls that waited for it.
+fn start_detail(error: &Error) -> String {
+    match error {
+        Error::StartFailed { detail, .. } | Error::RuntimeUnavailable { detail, .. } => detail.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -188,6 +188,33 @@ impl Supervisor {
         }
     }
 
+    /// A deploy's start-up check of `revision`, before it takes traffic: one instance is
+    /// started and checked ([`Pool::probe`]). It stays, in the pool calls will use, when
+    /// `scale.initial` wants instances; a revision that fails leaves no pool behind.
+    ///
+    /// # Errors
+    /// Why the revision cannot start, with its instance's last output.
+    pub async fn probe(&self, revision: &Arc<Revision>) -> std::result::Result<(), String> {
+        let initial = revision.spec.scale.initial;
+        let pool = self
+            .lock()
+            .entry(revision.id.clone())
+            .or_insert_with(|| Pool::new(self.ctx.clone(), revision.clone(), initial))
+            .clone();
+        let checked = pool.probe(initial > 0).await;
+        if checked.is_err() {
+            self.lock().remove(&revision.id);
+            pool.close(Closed::Removed);
+        }
+        checked
+    }
+
+    /// Whether `revision` has a pool: it is in service, or drains calls, or is being
+    /// checked. Garbage collection keeps such revisions, whose code is in use.
+    pub fn has_pool(&self, revision: &RevisionId) -> bool {
+        self.lock().contains_key(revision)
+    }
+
     /// The pool of `revision`. Every revision in service has one, so a call that finds
     /// none raced a traffic change that took its revision out of service: the pool made
     /// for it serves that call and starts retired.

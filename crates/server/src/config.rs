@@ -7,6 +7,7 @@ use std::time::Duration;
 pub use gust_gateway::GatewayConfig;
 pub use gust_runtime::WarmPools;
 pub use gust_runtime::interpreters::InterpreterSettings;
+pub use gust_store::Retention;
 
 /// Everything `gust up` is told by flags and environment, validated.
 #[derive(Debug, Clone)]

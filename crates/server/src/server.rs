@@ -117,6 +117,7 @@ impl Running {
         let Running { listener, gateway, supervisor, shutdown_tx, config, .. } = self;
         let shutdown_rx = shutdown_tx.subscribe();
         let reaper = tokio::spawn(supervisor.clone().run_reaper(shutdown_tx.subscribe()));
+        let collector = tokio::spawn(gateway.clone().run_collector(shutdown_tx.subscribe()));
         let grace = config.drain_timeout;
         let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
         stop.await;
@@ -128,8 +129,10 @@ impl Running {
         }
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         supervisor.shutdown(left).await;
-        if let Err(e) = reaper.await {
-            tracing::error!(error = %e, "reaper task failed");
+        for (task, name) in [(reaper, "reaper"), (collector, "garbage collector")] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, task = name, "task failed");
+            }
         }
         tracing::info!("stopped");
         Ok(())

@@ -21,5 +21,6 @@ pub(crate) mod store;
 pub use archive::{ArchiveLimits, Digest};
 pub use error::{Error, Result};
 pub use revision::{DeployOutcome, Revision, Serving};
+pub use store::retention::{Collected, Retention};
 pub use store::routes::{RouteOrigin, StoredRoute};
 pub use store::{Built, DeployTraffic, Staged, Store};

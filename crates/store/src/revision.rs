@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use gust_api::{FunctionSpec, RevisionId, Traffic};
+use gust_api::{FunctionSpec, RevisionId, RevisionStatus, Traffic};
 
 use crate::Digest;
 
@@ -21,6 +21,10 @@ pub struct Revision {
     pub code_dir: PathBuf,
     /// When it was deployed.
     pub created_at: SystemTime,
+    /// Whether it passed its start-up check at deploy, as it was when read.
+    pub status: RevisionStatus,
+    /// Why it failed its start-up check.
+    pub failure: Option<String>,
 }
 
 /// What a deploy did.
@@ -37,10 +41,15 @@ pub struct DeployOutcome {
 pub struct Serving {
     /// The function.
     pub function: gust_api::FunctionName,
-    /// The number of its newest revision (`@latest`).
-    pub latest: u32,
+    /// The number of its newest ready revision (`@latest`); `None` while none has
+    /// started.
+    pub latest: Option<u32>,
     /// How its calls split, and its tags.
     pub traffic: Traffic,
-    /// Every revision with a share or a tag, and the latest; newest first.
+    /// Every revision with a share or a tag, and the latest ready; newest first.
     pub revisions: Vec<Revision>,
+    /// With no ready revision, why the newest one failed: what its calls are told.
+    pub failure: Option<String>,
+    /// The newest revision, whatever its status (what `gust ls` shows).
+    pub newest: Revision,
 }

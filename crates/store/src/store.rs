@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gust_api::{FunctionName, FunctionSpec, Manifest, Problem, RevisionId, Runtime, Traffic};
+use gust_api::{FunctionName, FunctionSpec, Manifest, Problem, RevisionId, RevisionStatus, Runtime, Traffic};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::archive::{ArchiveLimits, Digest, tree_digest, unpack_tar_gz};
@@ -48,7 +48,15 @@ CREATE TABLE routes (
     r"
 ALTER TABLE functions ADD COLUMN traffic_json TEXT;
 ",
+    // Revisions deployed before start-up checks existed served, so they are ready.
+    r"
+ALTER TABLE revisions ADD COLUMN status TEXT NOT NULL DEFAULT 'ready';
+ALTER TABLE revisions ADD COLUMN failure TEXT;
+",
 ];
+
+/// The longest failure text kept for a revision: enough for a traceback's tail.
+const MAX_FAILURE: usize = 8 << 10;
 
 /// The embedded store of one data directory.
 ///
@@ -94,6 +102,13 @@ impl Store {
             conn.execute_batch(&format!("BEGIN; {step} PRAGMA user_version = {}; COMMIT;", i + 1))
                 .map_err(Error::db("migrate schema"))?;
         }
+        // A revision still pending was being checked when the last server stopped; it
+        // never took traffic, and nobody is left to finish its check.
+        conn.execute(
+            "UPDATE revisions SET status = 'failed', failure = ?1 WHERE status = 'pending'",
+            params!["gust stopped before this revision's start-up check ended; deploy it again"],
+        )
+        .map_err(Error::db("settle pending revisions"))?;
         Ok(Self { root: root.to_path_buf(), conn: Mutex::new(conn), limits })
     }
 
@@ -102,14 +117,19 @@ impl Store {
         &self.root
     }
 
-    /// Deploys a `.tar.gz` of a function directory that needs no build: [`Store::stage`]
-    /// then [`Store::commit`].
+    /// Deploys a `.tar.gz` of a function directory that needs no build and no start-up
+    /// check: [`Store::stage`], [`Store::commit`], then [`Store::settle`] as ready.
     ///
     /// # Errors
-    /// As [`Store::stage`] and [`Store::commit`].
+    /// As [`Store::stage`], [`Store::commit`] and [`Store::settle`].
     pub fn deploy(&self, archive: impl Read) -> Result<DeployOutcome> {
         let staged = self.stage(archive)?;
-        self.commit(staged, None)
+        let traffic = staged.traffic.clone();
+        let outcome = self.commit(staged, None)?;
+        if outcome.changed {
+            self.settle(&outcome.revision.id, Ok(()), &traffic)?;
+        }
+        Ok(outcome)
     }
 
     /// Unpacks an uploaded `.tar.gz` safely into a private directory and validates its
@@ -153,19 +173,28 @@ impl Store {
         Ok(digest.map(Digest::from_stored).filter(|d| self.code_dir(d).is_dir()))
     }
 
-    /// Records the staged code (as built, when `build_key` is given, or from the cache
-    /// when `cached` is) as the function's new revision taking all traffic, and its
-    /// manifest routes — unless code and spec equal the current revision's, in which case
-    /// nothing changes and the outcome says so.
+    /// Records the staged code (as built, when `build` says so, or from the cache) as the
+    /// function's newest revision, *pending*: it takes no traffic, and its manifest routes
+    /// and the deploy's traffic wait for [`Store::settle`] once its start-up check is
+    /// over. Both are checked here, so a conflict fails the deploy before anything
+    /// starts. When code and spec equal the newest revision's (and it did not fail),
+    /// nothing changes but the deploy's tag, and the outcome says so.
     ///
     /// # Errors
     /// [`Error::InvalidManifest`] when the handler is not in the code,
-    /// [`Error::RouteConflict`] naming the route's owner, [`Error::Io`]/[`Error::Database`].
+    /// [`Error::RouteConflict`] naming the route's owner, [`Error::BadTraffic`] for
+    /// traffic options the function cannot take, [`Error::Io`]/[`Error::Database`].
     pub fn commit(&self, staged: Staged, build: Option<Built<'_>>) -> Result<DeployOutcome> {
         let Staged { dir, spec, traffic: intent, .. } = staged;
+        // Held from before the code is stored until its revision is recorded, so garbage
+        // collection never sees the directory without the revision that uses it.
+        let mut conn = self.lock();
         let (digest, code_dir) = match &build {
             Some(Built::Cached(digest)) => {
                 let code_dir = self.code_dir(digest);
+                if !code_dir.is_dir() {
+                    return Err(Error::io("reuse cached build", &code_dir)(std::io::ErrorKind::NotFound.into()));
+                }
                 (digest.clone(), code_dir)
             }
             None | Some(Built::Fresh { .. }) => {
@@ -181,8 +210,7 @@ impl Store {
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| Error::Corrupt { function: spec.name.to_string(), reason: e.to_string() })?;
         let now = now_ms();
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(Error::db("begin deploy"))?;
+        let mut tx = conn.transaction().map_err(Error::db("begin deploy"))?;
         if let Some(Built::Fresh { key }) = &build {
             tx.execute(
                 "INSERT INTO builds (key, code_digest, created_at_ms) VALUES (?1, ?2, ?3)
@@ -191,24 +219,27 @@ impl Store {
             )
             .map_err(Error::db("record build"))?;
         }
-        let current: Option<(u32, String, String, Option<String>)> = tx
+        let current: Option<(u32, String, String, Option<String>, String)> = tx
             .query_row(
-                "SELECT r.number, r.code_digest, r.spec_json, f.traffic_json FROM functions f
+                "SELECT r.number, r.code_digest, r.spec_json, f.traffic_json, r.status FROM functions f
                  JOIN revisions r ON r.function = f.name AND r.number = f.current_revision
                  WHERE f.name = ?1",
                 params![spec.name.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(Error::db("read current revision"))?;
         let traffic = match &current {
-            Some((.., json)) => parse_traffic(&spec.name, json.as_deref())?,
+            Some((_, _, _, json, _)) => parse_traffic(&spec.name, json.as_deref())?,
             None => Traffic::latest(),
         };
         let bad_traffic = |reason: String| Error::BadTraffic { function: spec.name.to_string(), reason };
-        if let Some((number, d, s, _)) = &current
+        // The same code and config again is no new revision, unless the last try of it
+        // failed to start: then deploying again is how the user retries.
+        if let Some((number, d, s, _, status)) = &current
             && d == digest.as_str()
             && *s == spec_json
+            && RevisionStatus::from_stored(status) != RevisionStatus::Failed
         {
             if let Some(tag) = &intent.tag {
                 let mut traffic = traffic;
@@ -216,8 +247,7 @@ impl Store {
                 write_traffic(&tx, &spec.name, &traffic)?;
             }
             tx.commit().map_err(Error::db("commit deploy"))?;
-            drop(conn);
-            let revision = self.revision(&spec.name, *number)?;
+            let revision = revision_row(&conn, &spec.name, *number).and_then(|t| self.to_revision(t))?;
             return Ok(DeployOutcome { revision, changed: false });
         }
         let last: Option<u32> = tx
@@ -226,22 +256,27 @@ impl Store {
             })
             .map_err(Error::db("number revision"))?;
         let number = last.unwrap_or(0) + 1;
-        let previous = current.as_ref().map(|c| c.0);
-        let traffic =
-            traffic.deployed(previous, number, intent.no_traffic, intent.tag.as_deref()).map_err(bad_traffic)?;
+        // Checked now, applied by `settle` once the revision is ready.
+        let previous = latest_ready(&tx, &spec.name)?;
+        traffic.deployed(previous, number, intent.no_traffic, intent.tag.as_deref()).map_err(bad_traffic)?;
         tx.execute(
             "INSERT INTO functions (name, current_revision, created_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET current_revision = excluded.current_revision",
             params![spec.name.as_str(), number, now],
         )
         .map_err(Error::db("record function"))?;
+        {
+            // Likewise the routes: claimed by `settle`, refused here on a conflict (after
+            // the function's row exists, which they refer to).
+            let trial = tx.savepoint().map_err(Error::db("check routes"))?;
+            routes::replace_manifest_routes(&trial, &spec.name, &spec.routes, now)?;
+        }
         tx.execute(
-            "INSERT INTO revisions (function, number, code_digest, spec_json, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO revisions (function, number, code_digest, spec_json, created_at_ms, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
             params![spec.name.as_str(), number, digest.as_str(), spec_json, now],
         )
         .map_err(Error::db("record revision"))?;
-        write_traffic(&tx, &spec.name, &traffic)?;
-        routes::replace_manifest_routes(&tx, &spec.name, &spec.routes, now)?;
         tx.commit().map_err(Error::db("commit deploy"))?;
         let revision = Revision {
             id: RevisionId::new(spec.name.clone(), number),
@@ -249,8 +284,80 @@ impl Store {
             code_digest: digest,
             code_dir,
             created_at: from_ms(now),
+            status: RevisionStatus::Pending,
+            failure: None,
         };
         Ok(DeployOutcome { revision, changed: true })
+    }
+
+    /// Ends a pending revision's start-up check. Ready: the deploy's `traffic` takes
+    /// effect (a plain deploy sends every call that follows `@latest` to it) and its
+    /// manifest routes replace the function's. Failed: `failure` is kept for `gust
+    /// describe`, and traffic and routes stay as they were, so the revisions serving
+    /// before keep serving. Both in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the revision is gone or not pending, [`Error::BadTraffic`],
+    /// [`Error::RouteConflict`] when another deploy claimed a route meanwhile,
+    /// [`Error::Database`] or [`Error::Corrupt`].
+    pub fn settle(
+        &self,
+        id: &RevisionId,
+        outcome: std::result::Result<(), String>,
+        traffic: &DeployTraffic,
+    ) -> Result<Serving> {
+        let name = id.function();
+        let number = id.number();
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(Error::db("begin settle"))?;
+            let spec_json: Option<String> = tx
+                .query_row(
+                    "SELECT spec_json FROM revisions WHERE function = ?1 AND number = ?2 AND status = 'pending'",
+                    params![name.as_str(), number],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(Error::db("read revision"))?;
+            let Some(spec_json) = spec_json else {
+                return Err(Error::NotFound { function: id.to_string() });
+            };
+            match outcome {
+                Ok(()) => {
+                    let (current, previous) =
+                        read_traffic(&tx, name)?.ok_or_else(|| Error::NotFound { function: name.to_string() })?;
+                    let next = current
+                        .deployed(previous, number, traffic.no_traffic, traffic.tag.as_deref())
+                        .map_err(|reason| Error::BadTraffic { function: name.to_string(), reason })?;
+                    tx.execute(
+                        "UPDATE revisions SET status = 'ready' WHERE function = ?1 AND number = ?2",
+                        params![name.as_str(), number],
+                    )
+                    .map_err(Error::db("record ready revision"))?;
+                    write_traffic(&tx, name, &next)?;
+                    let spec: FunctionSpec = serde_json::from_str(&spec_json)
+                        .map_err(|e| Error::Corrupt { function: name.to_string(), reason: e.to_string() })?;
+                    routes::replace_manifest_routes(&tx, name, &spec.routes, now_ms())?;
+                }
+                Err(detail) => {
+                    let mut detail = detail;
+                    if detail.len() > MAX_FAILURE {
+                        let mut cut = detail.len() - MAX_FAILURE;
+                        while !detail.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        detail = format!("…{}", &detail[cut..]);
+                    }
+                    tx.execute(
+                        "UPDATE revisions SET status = 'failed', failure = ?3 WHERE function = ?1 AND number = ?2",
+                        params![name.as_str(), number, detail],
+                    )
+                    .map_err(Error::db("record failed revision"))?;
+                }
+            }
+            tx.commit().map_err(Error::db("commit settle"))?;
+        }
+        self.serving(name)
     }
 
     /// What every deployed function serves: its latest revision, its traffic and every
@@ -276,21 +383,26 @@ impl Store {
             .collect()
     }
 
-    /// What `name` serves: its latest revision, its traffic and every revision that
-    /// traffic keeps in service.
+    /// What `name` serves: its latest ready revision, its traffic and every revision
+    /// that traffic keeps in service.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Database`] or [`Error::Corrupt`].
     pub fn serving(&self, name: &FunctionName) -> Result<Serving> {
         let (revisions, latest, traffic) = self.revisions(name)?;
         let kept = traffic.referenced(latest);
+        let newest = revisions.first().cloned().ok_or_else(|| Error::NotFound { function: name.to_string() })?;
+        let failure = latest.is_none().then(|| {
+            format!("{} failed to start: {}", newest.id, newest.failure.as_deref().unwrap_or("its check is not over"))
+        });
         let revisions: Vec<Revision> = revisions.into_iter().filter(|r| kept.contains(&r.id.number())).collect();
-        Ok(Serving { function: name.clone(), latest, traffic, revisions })
+        Ok(Serving { function: name.clone(), latest, traffic, revisions, failure, newest })
     }
 
-    /// Changes `name`'s traffic with `change` (given the traffic now, the latest revision
-    /// and every revision number), checks the result and records it, all in one
-    /// transaction: a refused change leaves the traffic as it was.
+    /// Changes `name`'s traffic with `change` (given the traffic now, the latest ready
+    /// revision and the numbers of the ready ones, oldest first), checks the result and
+    /// records it, all in one transaction: a refused change leaves the traffic as it was.
+    /// Shares and tags may name revisions that failed to start only when `force` is set.
     ///
     /// # Errors
     /// [`Error::BadTraffic`] with `change`'s or the check's reason, [`Error::NotFound`],
@@ -298,6 +410,7 @@ impl Store {
     pub fn update_traffic(
         &self,
         name: &FunctionName,
+        force: bool,
         change: impl FnOnce(&Traffic, u32, &[u32]) -> std::result::Result<Traffic, String>,
     ) -> Result<Serving> {
         {
@@ -305,34 +418,56 @@ impl Store {
             let tx = conn.transaction().map_err(Error::db("begin traffic change"))?;
             let (traffic, latest) =
                 read_traffic(&tx, name)?.ok_or_else(|| Error::NotFound { function: name.to_string() })?;
-            let numbers: Vec<u32> = {
+            let statuses: Vec<(u32, RevisionStatus)> = {
                 let mut stmt = tx
-                    .prepare("SELECT number FROM revisions WHERE function = ?1 ORDER BY number")
+                    .prepare("SELECT number, status FROM revisions WHERE function = ?1 ORDER BY number")
                     .map_err(Error::db("list revisions"))?;
-                let rows = stmt.query_map(params![name.as_str()], |r| r.get(0)).map_err(Error::db("list revisions"))?;
+                let rows = stmt
+                    .query_map(params![name.as_str()], |r| {
+                        Ok((r.get(0)?, RevisionStatus::from_stored(&r.get::<_, String>(1)?)))
+                    })
+                    .map_err(Error::db("list revisions"))?;
                 rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list revisions"))?
             };
             let bad = |reason: String| Error::BadTraffic { function: name.to_string(), reason };
-            let next = change(&traffic, latest, &numbers).map_err(bad)?;
-            next.check(|n| numbers.binary_search(&n).is_ok()).map_err(bad)?;
+            let ready: Vec<u32> =
+                statuses.iter().filter(|(_, s)| *s == RevisionStatus::Ready).map(|(n, _)| *n).collect();
+            let latest = match (latest, statuses.last()) {
+                (Some(n), _) => n,
+                (None, Some((newest, _))) if force => *newest,
+                _ => return Err(bad(format!("no revision of {name} has started yet: deploy one that does"))),
+            };
+            let next = change(&traffic, latest, &ready).map_err(bad)?;
+            next.check(|n| match statuses.binary_search_by_key(&n, |(k, _)| *k) {
+                Err(_) => Err(format!("revision {n:05} does not exist")),
+                Ok(i) => match statuses[i].1 {
+                    RevisionStatus::Ready => Ok(()),
+                    RevisionStatus::Failed if force => Ok(()),
+                    RevisionStatus::Failed => Err(format!(
+                        "{name}-{n:05} failed to start (gust describe {name} says why): fix it and deploy again, or force it"
+                    )),
+                    RevisionStatus::Pending => Err(format!("{name}-{n:05} is still being started; try again")),
+                },
+            })
+            .map_err(bad)?;
             write_traffic(&tx, name, &next)?;
             tx.commit().map_err(Error::db("commit traffic change"))?;
         }
         self.serving(name)
     }
 
-    /// Every revision of `name`, newest first, with the number of the latest and the
-    /// function's traffic.
+    /// Every revision of `name`, newest first, with the number of the latest ready one
+    /// and the function's traffic.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Database`] or [`Error::Corrupt`].
-    pub fn revisions(&self, name: &FunctionName) -> Result<(Vec<Revision>, u32, Traffic)> {
+    pub fn revisions(&self, name: &FunctionName) -> Result<(Vec<Revision>, Option<u32>, Traffic)> {
         let conn = self.lock();
         let (traffic, current) =
             read_traffic(&conn, name)?.ok_or_else(|| Error::NotFound { function: name.to_string() })?;
         let mut stmt = conn
             .prepare(
-                "SELECT function, number, code_digest, spec_json, created_at_ms FROM revisions
+                "SELECT function, number, code_digest, spec_json, created_at_ms, status, failure FROM revisions
                  WHERE function = ?1 ORDER BY number DESC",
             )
             .map_err(Error::db("list revisions"))?;
@@ -358,20 +493,10 @@ impl Store {
         Ok(())
     }
 
-    fn revision(&self, name: &FunctionName, number: u32) -> Result<Revision> {
-        let conn = self.lock();
-        let t = conn
-            .query_row(
-                "SELECT function, number, code_digest, spec_json, created_at_ms FROM revisions WHERE function = ?1 AND number = ?2",
-                params![name.as_str(), number],
-                row_tuple,
-            )
-            .map_err(Error::db("read revision"))?;
-        drop(conn);
-        self.to_revision(t)
-    }
-
-    fn to_revision(&self, (function, number, digest, spec_json, created): RowTuple) -> Result<Revision> {
+    fn to_revision(
+        &self,
+        (function, number, digest, spec_json, created, status, failure): RowTuple,
+    ) -> Result<Revision> {
         let corrupt = |reason: String| Error::Corrupt { function: function.clone(), reason };
         let spec: FunctionSpec = serde_json::from_str(&spec_json).map_err(|e| corrupt(e.to_string()))?;
         let digest = Digest::from_stored(digest);
@@ -381,6 +506,8 @@ impl Store {
             spec,
             code_digest: digest,
             created_at: from_ms(created),
+            status: RevisionStatus::from_stored(&status),
+            failure,
         })
     }
 
@@ -445,10 +572,20 @@ pub enum Built<'a> {
     Cached(Digest),
 }
 
-type RowTuple = (String, u32, String, String, i64);
+type RowTuple = (String, u32, String, String, i64, String, Option<String>);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn revision_row(conn: &Connection, name: &FunctionName, number: u32) -> Result<RowTuple> {
+    conn.query_row(
+        "SELECT function, number, code_digest, spec_json, created_at_ms, status, failure FROM revisions
+         WHERE function = ?1 AND number = ?2",
+        params![name.as_str(), number],
+        row_tuple,
+    )
+    .map_err(Error::db("read revision"))
 }
 
 /// Checks that the manifest's handler is in the unpacked code, so a typo fails the
@@ -502,18 +639,24 @@ fn check_handler_exists(spec: &FunctionSpec, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The function's traffic and latest revision number; `None` when it does not exist.
-fn read_traffic(conn: &Connection, name: &FunctionName) -> Result<Option<(Traffic, u32)>> {
-    let row: Option<(Option<String>, u32)> = conn
-        .query_row(
-            "SELECT traffic_json, current_revision FROM functions WHERE name = ?1",
-            params![name.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+/// The function's traffic and latest ready revision; `None` when it does not exist.
+fn read_traffic(conn: &Connection, name: &FunctionName) -> Result<Option<(Traffic, Option<u32>)>> {
+    let json: Option<Option<String>> = conn
+        .query_row("SELECT traffic_json FROM functions WHERE name = ?1", params![name.as_str()], |r| r.get(0))
         .optional()
         .map_err(Error::db("read traffic"))?;
-    let Some((json, latest)) = row else { return Ok(None) };
-    Ok(Some((parse_traffic(name, json.as_deref())?, latest)))
+    let Some(json) = json else { return Ok(None) };
+    Ok(Some((parse_traffic(name, json.as_deref())?, latest_ready(conn, name)?)))
+}
+
+/// The newest revision of `name` that passed its start-up check: what `@latest` means.
+fn latest_ready(conn: &Connection, name: &FunctionName) -> Result<Option<u32>> {
+    conn.query_row(
+        "SELECT MAX(number) FROM revisions WHERE function = ?1 AND status = 'ready'",
+        params![name.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(Error::db("read latest ready revision"))
 }
 
 /// A stored `traffic_json`; NULL (functions deployed before traffic existed) is every
@@ -542,6 +685,7 @@ fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+pub(crate) mod retention;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;

@@ -30,12 +30,23 @@ impl Describe {
         println!("URL:      {}", d.url);
         println!("Runtime:  {}", d.spec.runtime);
         println!("\nRevisions:");
-        let revs: Vec<[String; 4]> = d
+        let revs: Vec<[String; 5]> = d
             .revisions
             .iter()
-            .map(|r| [r.id.clone(), format!("{}%", r.traffic_percent), r.created_at.clone(), r.code_digest.clone()])
+            .map(|r| {
+                [
+                    r.id.clone(),
+                    r.status.to_string(),
+                    format!("{}%", r.traffic_percent),
+                    r.created_at.clone(),
+                    r.code_digest.clone(),
+                ]
+            })
             .collect();
-        print_table(&["REVISION", "TRAFFIC", "CREATED", "CODE"], &revs);
+        print_table(&["REVISION", "STATUS", "TRAFFIC", "CREATED", "CODE"], &revs);
+        for r in d.revisions.iter().filter(|r| r.failure.is_some()) {
+            println!("{} failed to start: {}", r.id, r.failure.as_deref().unwrap_or_default());
+        }
         println!("\nInstances:");
         if d.instances.is_empty() {
             println!("(none: scaled to zero)");

@@ -30,12 +30,13 @@ impl Revisions {
             println!("{}", serde_json::to_string_pretty(&d.revisions)?);
             return Ok(());
         }
-        let rows: Vec<[String; 6]> = d
+        let rows: Vec<[String; 7]> = d
             .revisions
             .iter()
             .map(|r| {
                 [
                     r.id.clone(),
+                    r.status.to_string(),
                     age(&r.created_at),
                     r.code_digest.strip_prefix("sha256:").unwrap_or(&r.code_digest).chars().take(12).collect(),
                     format!("{}%", r.traffic_percent),
@@ -44,7 +45,7 @@ impl Revisions {
                 ]
             })
             .collect();
-        print_table(&["REVISION", "AGE", "DIGEST", "TRAFFIC", "TAGS", "INSTANCES"], &rows);
+        print_table(&["REVISION", "STATUS", "AGE", "DIGEST", "TRAFFIC", "TAGS", "INSTANCES"], &rows);
         Ok(())
     }
 }
@@ -74,6 +75,9 @@ pub(crate) struct TrafficCmd {
     /// Remove a tag. Repeatable.
     #[arg(long = "untag", value_name = "TAG")]
     untag: Vec<String>,
+    /// Allow shares and tags on revisions that failed to start.
+    #[arg(long)]
+    force: bool,
 }
 
 impl TrafficCmd {
@@ -84,7 +88,7 @@ impl TrafficCmd {
             print_traffic(&info);
             return Ok(());
         }
-        let mut update = TrafficUpdate { untag: self.untag, ..TrafficUpdate::default() };
+        let mut update = TrafficUpdate { untag: self.untag, force: self.force, ..TrafficUpdate::default() };
         if !self.split.is_empty() {
             let shares = self.split.iter().map(|s| parse_share(s)).collect::<anyhow::Result<Vec<_>>>()?;
             update.split = Some(shares);
@@ -152,7 +156,7 @@ fn print_traffic(info: &TrafficInfo) {
     print_table(&["REVISION", "TRAFFIC", "TAGS"], &rows);
 }
 
-/// The TAGS cell: `@latest` first for the newest revision, then its tags; `-` for none.
+/// The TAGS cell: `@latest` first for the newest ready revision, then its tags; `-` for none.
 fn tag_column(tags: &[String], latest: bool) -> String {
     let all: Vec<&str> =
         latest.then_some(gust_api::traffic::LATEST).into_iter().chain(tags.iter().map(String::as_str)).collect();

@@ -46,6 +46,18 @@ pub(crate) struct Up {
     /// core, at most 4.
     #[arg(long, env = "GUST_POOL", default_value = "")]
     pool: String,
+    /// Revisions without traffic or a tag kept whatever their age (Knative's
+    /// min-non-active-revisions).
+    #[arg(long, env = "GUST_REVISION_KEEP", default_value_t = 20)]
+    revision_keep: u32,
+    /// Beyond those, revisions without traffic older than this are deleted with their
+    /// unused code, e.g. "48h" (Knative's retain-since-create-time).
+    #[arg(long, env = "GUST_REVISION_MAX_AGE", default_value = "48h")]
+    revision_max_age: String,
+    /// At most this many revisions without traffic are kept, whatever their age
+    /// (Knative's max-non-active-revisions).
+    #[arg(long, env = "GUST_REVISION_MAX", default_value_t = 1000)]
+    revision_max: u32,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -86,6 +98,16 @@ impl Up {
         let max_upload =
             parse_bytes(&self.max_upload).map_err(|e| problems.push(format!("--max-upload: {e}"))).unwrap_or(100 << 20);
         let pools = parse_pools(&self.pool).map_err(|e| problems.push(format!("--pool: {e}"))).unwrap_or_default();
+        let max_age = parse_duration(&self.revision_max_age)
+            .map_err(|e| problems.push(format!("--revision-max-age: {e}")))
+            .unwrap_or(Duration::from_secs(48 * 3600));
+        if self.revision_max < self.revision_keep {
+            problems.push(format!(
+                "--revision-max ({}) is below --revision-keep ({}): nothing could be kept",
+                self.revision_max, self.revision_keep
+            ));
+        }
+        let retention = gust_server::config::Retention { keep: self.revision_keep, max_age, max: self.revision_max };
         let data = match &self.data {
             Some(d) => d.clone(),
             None => match std::env::var_os("HOME") {
@@ -112,15 +134,19 @@ impl Up {
                 java: self.java.clone(),
                 path_var: std::env::var("PATH").ok(),
             },
-            gateway: gust_gateway_config(max_upload, self.domain.clone()),
+            gateway: gust_gateway_config(max_upload, self.domain.clone(), retention),
             pools,
         })
     }
 }
 
-fn gust_gateway_config(max_upload: u64, domain: Option<String>) -> gust_server::config::GatewayConfig {
+fn gust_gateway_config(
+    max_upload: u64,
+    domain: Option<String>,
+    retention: gust_server::config::Retention,
+) -> gust_server::config::GatewayConfig {
     let domain = domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
-    gust_server::config::GatewayConfig { max_upload, domain, ..Default::default() }
+    gust_server::config::GatewayConfig { max_upload, domain, retention, ..Default::default() }
 }
 
 /// More waiting processes than this is a typo, not a plan (a Node one holds ~40 MB).

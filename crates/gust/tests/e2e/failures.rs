@@ -57,19 +57,30 @@ fn a_crashing_instance_gives_502_with_its_last_words_and_is_replaced() {
 }
 
 #[test]
-fn a_handler_that_cannot_load_gives_a_clear_502() {
+fn a_first_revision_that_cannot_load_fails_its_deploy_and_its_calls_get_503_saying_why() {
     let g = gust();
-    g.deploy(
+    let dir = g.function(
         "broken",
         &[("gust.toml", &manifest("broken", "python", "")), ("handler.py", "import not_a_module_anywhere\n")],
     );
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("broken-00001 failed to start"), "{err}");
+    assert!(err.contains("not_a_module_anywhere"), "the traceback is shown: {err}");
     let r = g.post("broken", "");
-    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((r.status, r.json()["error"].as_str()), (503, Some("not_ready")), "{}", r.text());
     let msg = r.json()["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("not_a_module_anywhere"), "{msg}");
-    g.deploy("nbroken", &[("gust.toml", &manifest("nbroken", "node", "")), ("handler.js", "module.exports = 42;\n")]);
+
+    let dir = g.function(
+        "nbroken",
+        &[("gust.toml", &manifest("nbroken", "node", "")), ("handler.js", "module.exports = 42;\n")],
+    );
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("exports no function"), "{err}");
     let r = g.post("nbroken", "");
-    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.json()["message"].as_str().unwrap().contains("exports no function"), "{}", r.text());
 }
 

@@ -202,7 +202,6 @@ fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
     let g = gust_env(&[("GUST_POOL", "node=1")]);
     let waiting = eventually("a node process waiting", || children(g.pid(), "--generic").first().copied());
     node_whoami(&g, "opts", "[env]\nNODE_OPTIONS = \"--max-old-space-size=64\"");
-    node_whoami(&g, "plain", "[scale]\ninitial = 0");
     let answer = g.post("opts", "").json();
     assert_eq!(answer["env"]["NODE_OPTIONS"], "--max-old-space-size=64", "{answer}");
     assert_ne!(answer["pid"].as_u64().unwrap() as u32, waiting, "started fresh");
@@ -211,9 +210,11 @@ fn node_options_mean_a_fresh_process_and_a_dead_spare_is_never_used() {
     assert!(s["unpooled_reason"].as_str().unwrap().contains("NODE_OPTIONS"), "{s}");
     assert_eq!(children(g.pid(), "--generic"), vec![waiting], "the spare was left waiting");
 
-    // A spare that died while waiting is passed over: the call still succeeds.
+    // A spare that died while waiting is passed over: the deploy's start-up check and
+    // the call still succeed.
     signal(waiting, libc::SIGKILL);
     eventually("the dead spare to be reaped", || (!alive(waiting)).then_some(()));
+    node_whoami(&g, "plain", "[scale]\ninitial = 0");
     let answer = g.post("plain", "").json();
     assert_ne!(answer["pid"].as_u64().unwrap() as u32, waiting);
     eventually("the pool to refill", || {

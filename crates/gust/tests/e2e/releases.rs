@@ -6,7 +6,7 @@ use std::net::TcpStream;
 
 use gust_test_support::{Gust, alive, eventually};
 
-use crate::{gust, held_until, manifest};
+use crate::{gust, gust_env, held_until, manifest};
 
 /// Deploys `name` as a Python function answering `answer`, with `flags` for
 /// `gust deploy`; returns the deploy output.
@@ -75,17 +75,21 @@ fn every_deploy_or_config_change_is_a_revision_listed_with_age_digest_traffic_ta
     let listing = g.cli_ok(&["revisions", "rel"]);
     let lines: Vec<&str> = listing.lines().collect();
     assert_eq!(lines.len(), 3, "{listing}");
-    for col in ["REVISION", "AGE", "DIGEST", "TRAFFIC", "TAGS", "INSTANCES"] {
+    for col in ["REVISION", "STATUS", "AGE", "DIGEST", "TRAFFIC", "TAGS", "INSTANCES"] {
         assert!(lines[0].contains(col), "{listing}");
     }
     let newest: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!((newest[0], newest[3], newest[4], newest[5]), ("rel-00002", "100%", "@latest", "1"), "{listing}");
+    assert_eq!(
+        (newest[0], newest[1], newest[4], newest[5], newest[6]),
+        ("rel-00002", "ready", "100%", "@latest", "1"),
+        "{listing}"
+    );
     let oldest: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!((oldest[0], oldest[3], oldest[4]), ("rel-00001", "0%", "-"), "{listing}");
-    assert!(oldest[1].ends_with('s'), "age in seconds: {listing}");
+    assert_eq!((oldest[0], oldest[1], oldest[4], oldest[5]), ("rel-00001", "ready", "0%", "-"), "{listing}");
+    assert!(oldest[2].ends_with('s'), "age in seconds: {listing}");
     // The manifest is part of the code tree, so a config change changes the digest.
-    assert_ne!(newest[2], oldest[2], "{listing}");
-    assert!(newest[2].len() == 12 && newest[2].bytes().all(|b| b.is_ascii_hexdigit()), "{listing}");
+    assert_ne!(newest[3], oldest[3], "{listing}");
+    assert!(newest[3].len() == 12 && newest[3].bytes().all(|b| b.is_ascii_hexdigit()), "{listing}");
     let json: serde_json::Value = serde_json::from_str(&g.cli_ok(&["revisions", "rel", "--json"])).unwrap();
     assert_eq!(json[1]["id"], "rel-00001");
 }
@@ -113,7 +117,7 @@ fn a_no_traffic_revision_answers_only_by_its_tag_in_the_path_or_a_header() {
     let dir = g.function("fresh", &[("gust.toml", &manifest("fresh", "python", "")), ("handler.py", "")]);
     let out = g.cli(&["deploy", dir.to_str().unwrap(), "--no-traffic"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("first revision takes all its calls"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("with no revision of the function ready"));
     let out = g.cli(&["deploy", dir.to_str().unwrap(), "--tag", "Bad_Tag"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("tag `Bad_Tag` is not valid"));
 }
@@ -182,7 +186,7 @@ fn rollback_sends_every_call_back_in_one_step() {
     g.cli_ok(&["rollback", "back"]);
     assert_eq!(g.post("back", "").text(), "v1");
     let out = g.cli(&["rollback", "back"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("back-00001 is the first revision"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("back-00001 is the first ready revision"));
     g.cli_ok(&["rollback", "back", "back-00003"]);
     assert_eq!(g.post("back", "").text(), "v3");
     let out = g.cli(&["rollback", "back", "back-00042"]);
@@ -245,4 +249,150 @@ fn a_redeploy_and_traffic_shifts_under_load_lose_no_call() {
     assert!(report.contains("requests in"), "{report}");
     assert!(!report.contains("Non-2xx"), "every call answered 2xx: {report}");
     assert!(!report.contains("Socket errors"), "no call was cut: {report}");
+}
+
+/// Deploys `files` as `name` expecting the deploy to fail; returns its error output.
+fn failed_deploy(g: &Gust, name: &str, files: &[(&str, &str)], flags: &[&str]) -> String {
+    let dir = g.function(name, files);
+    let mut args = vec!["deploy", dir.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let out = g.cli(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the deploy must fail: {err}");
+    err
+}
+
+#[test]
+fn a_revision_that_cannot_start_is_failed_with_its_output_takes_no_traffic_and_the_previous_keeps_serving() {
+    let g = gust();
+    release(&g, "rel", "one", "", &[]);
+    // A syntax error: the check's instance dies with its traceback; rel-00001 serves on.
+    let syntax =
+        [("gust.toml", manifest("rel", "python", "")), ("handler.py", "def handle(e, c):\n    return (\n".into())];
+    let files: Vec<(&str, &str)> = syntax.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let err = failed_deploy(&g, "rel", &files, &[]);
+    assert!(err.contains("rel-00002 failed to start, so it takes no traffic (rel-00001 keeps serving)"), "{err}");
+    assert!(err.contains("SyntaxError"), "its output is shown: {err}");
+    assert_eq!(tally(&g, "/function/rel", 20, ""), BTreeMap::from([("one".to_owned(), 20)]));
+    assert_eq!(g.post("rel@latest", "").text(), "one", "@latest is the latest ready revision");
+
+    let d = g.describe("rel");
+    let failed = &d["revisions"][0];
+    assert_eq!((failed["id"].as_str(), failed["status"].as_str()), (Some("rel-00002"), Some("failed")), "{d}");
+    assert!(failed["failure"].as_str().unwrap().contains("SyntaxError"), "{d}");
+    assert_eq!((failed["traffic_percent"].as_u64(), failed["latest"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(d["revisions"][1]["latest"], true);
+    let text = g.cli_ok(&["describe", "rel"]);
+    assert!(text.contains("rel-00002 failed to start") && text.contains("SyntaxError"), "{text}");
+    let listing = g.cli_ok(&["revisions", "rel"]);
+    assert!(listing.lines().nth(1).unwrap().contains("failed"), "{listing}");
+
+    // It keeps no traffic unless forced, and a tag asked for at deploy is not given.
+    let err = String::from_utf8_lossy(&g.cli(&["traffic", "rel", "rel-00002=100"]).stderr).into_owned();
+    assert!(err.contains("rel-00002 failed to start"), "{err}");
+    let err = failed_deploy(&g, "rel", &files, &["--no-traffic", "--tag", "next"]);
+    assert!(err.contains("rel-00003 failed to start"), "deploying it again is a retry: {err}");
+    assert_eq!(g.post("rel@next", "").status, 404);
+    g.cli_ok(&["traffic", "rel", "rel-00002=100", "--force"]);
+    let forced = g.post("rel", "");
+    assert_eq!(forced.status, 502, "forced onto a revision that cannot start: {}", forced.text());
+    // Rollback skips revisions that failed.
+    g.cli_ok(&["rollback", "rel"]);
+    assert_eq!(g.post("rel", "").text(), "one");
+    // A fix is a revision like any other.
+    release(&g, "rel", "fixed", "", &[]);
+    assert_eq!(g.post("rel", "").text(), "fixed");
+    assert_eq!(g.describe("rel")["revisions"][0]["status"], "ready");
+}
+
+#[test]
+fn a_crash_at_start_up_fails_the_revision_in_every_runtime_that_starts_one() {
+    let g = gust();
+    /// Runtime, function, its code, and what the failure must say.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
+        (
+            "node",
+            "throws",
+            &[("handler.js", "throw new Error('boom at start-up');\nmodule.exports = () => 1;\n")],
+            "boom at start-up",
+        ),
+        ("python", "exits", &[("handler.py", "import sys\nsys.exit('no config found')\n")], "no config found"),
+        ("shell", "unparsable", &[("handler.sh", "if then fi\n")], "syntax error"),
+        ("exec", "quits", &[("server", "#!/bin/sh\necho cannot bind >&2\nexit 2\n")], "cannot bind"),
+    ];
+    for (runtime, name, code, says) in cases {
+        let extra = match runtime {
+            "exec" => "handler = \"server\"\nprotocol = \"http\"\n",
+            _ => "",
+        };
+        // initial = 0 wants no instance, and the check still runs.
+        let manifest = format!("{}[scale]\ninitial = 0\n", manifest(name, runtime, extra));
+        let mut files = vec![("gust.toml", manifest.as_str())];
+        files.extend_from_slice(code);
+        let err = failed_deploy(&g, name, &files, &[]);
+        assert!(err.contains(&format!("{name}-00001 failed to start")) && err.contains(says), "{runtime}: {err}");
+        assert_eq!(g.describe(name)["revisions"][0]["status"], "failed", "{runtime}");
+        assert_eq!(g.post(name, "").status, 503, "{runtime}");
+    }
+}
+
+#[test]
+fn old_revisions_without_traffic_are_collected_with_code_no_revision_uses() {
+    let g = gust_env(&[("GUST_REVISION_KEEP", "1"), ("GUST_REVISION_MAX_AGE", "0s")]);
+    // Code a (tagged, so it stays), b, c, d, then a again: five revisions, four trees.
+    release(&g, "gc", "a", "[scale]\ninitial = 0", &["--tag", "pinned"]);
+    for answer in ["b", "c", "d", "a"] {
+        release(&g, "gc", answer, "[scale]\ninitial = 0", &[]);
+    }
+    // Each deploy collects what it can; a revision still draining in a pool is kept.
+    // Once those pools are gone, a traffic change collects too: 1 stays tagged, 4 is
+    // the one kept, 3 and 2 go.
+    eventually("old pools to drain, leaving those of 5 and 1", || {
+        let s = g.describe("gc")["scaling"].clone();
+        (s.as_array()?.len() == 2).then_some(())
+    });
+    g.cli_ok(&["traffic", "gc", "gc-00005=100"]);
+    let d = g.describe("gc");
+    let ids: Vec<&str> = d["revisions"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gc-00005", "gc-00004", "gc-00001"], "{d}");
+    let code = std::fs::read_dir(g.data.join("code")).unwrap().count();
+    assert_eq!(code, 2, "b and c are gone; a (1 and 5) and d stay");
+    assert_eq!(g.post("gc@pinned", "").text(), "a");
+    assert_eq!(g.post("gc", "").text(), "a");
+    g.cli_ok(&["rollback", "gc"]);
+    assert_eq!(g.post("gc", "").text(), "d");
+
+    // The knobs are checked at start-up.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--revision-keep",
+            "5",
+            "--revision-max",
+            "2",
+            "--revision-max-age",
+            "forever",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("--revision-max (2) is below --revision-keep (5)") && err.contains("--revision-max-age"),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_a_domain_tag_name_dot_domain_reaches_the_tagged_revision() {
+    let g = gust_env(&[("GUST_DOMAIN", "fn.example")]);
+    release(&g, "my-fn", "stable", "", &[]);
+    release(&g, "my-fn", "canary", "", &["--no-traffic", "--tag", "next-up"]);
+    assert_eq!(g.call("GET", "/", b"", &["Host: my-fn.fn.example"]).text(), "stable");
+    assert_eq!(g.call("GET", "/", b"", &["Host: next-up-my-fn.fn.example"]).text(), "canary");
+    assert_eq!(g.call("GET", "/", b"", &["Host: latest-my-fn.fn.example"]).text(), "canary");
+    assert_eq!(g.call("GET", "/", b"", &["Host: nope-my-fn.fn.example"]).status, 404);
 }

@@ -133,6 +133,11 @@ function serve(handler) {
           return await send(res, { warm: decodeBody(req.headers, raw, false) });
         }
         const fn = await handler;
+        if (req.headers['x-gust-probe'] !== undefined) {
+          // gust's start-up check (callers cannot send this header): the handler loaded.
+          res.statusCode = 204;
+          return res.end();
+        }
         let result;
         if (fn.length >= 2) {
           const event = {

@@ -257,6 +257,13 @@ def serve_conn(sock, fn, full):
                 raw = c.read_exact(int(headers.get("content-length", "0") or 0))
             path, _, query = target.partition("?")
             keep = headers.get("connection", "").lower() != "close"
+            if "x-gust-probe" in headers:
+                # gust's start-up check (callers cannot send this header): the handler
+                # loaded before the first accept, so this process is ready.
+                write_response(sock, 204, {}, b"", keep)
+                if not keep:
+                    return
+                continue
             status, rheaders, body = call(fn, full, method, path, query, headers, raw)
             write_response(sock, status, rheaders, body, keep)
             if not keep:

@@ -3,7 +3,7 @@
 //! checked here, under the store's lock, so two deploys cannot both claim a path.
 
 use gust_api::{FunctionName, RouteMethod, RoutePattern, RouteSpec};
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, params};
 
 use super::{Store, now_ms};
 use crate::{Error, Result};
@@ -94,7 +94,7 @@ impl Store {
 /// Its hand-made routes stay; a manifest route that collides with any route of another
 /// function, or with one of its own hand-made ones, fails the deploy.
 pub(super) fn replace_manifest_routes(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     function: &FunctionName,
     routes: &[RouteSpec],
     now: i64,

@@ -1,4 +1,6 @@
 use super::*;
+use crate::{Collected, Retention};
+use gust_api::Share;
 
 fn targz(files: &[(&str, &str, u32)]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -78,9 +80,27 @@ fn manifest_and_handler_problems() {
 }
 
 fn deploy_with(store: &Store, body: &str, traffic: DeployTraffic) -> Result<DeployOutcome> {
+    deploy_checked(store, body, traffic, Ok(()))
+}
+
+/// A deploy whose start-up check ends with `check`.
+fn deploy_checked(
+    store: &Store,
+    body: &str,
+    traffic: DeployTraffic,
+    check: std::result::Result<(), String>,
+) -> Result<DeployOutcome> {
     let mut staged = store.stage(&targz(&[("gust.toml", MANIFEST, 0o644), ("handler.py", body, 0o644)])[..]).unwrap();
-    staged.traffic = traffic;
-    store.commit(staged, None)
+    staged.traffic = traffic.clone();
+    let outcome = store.commit(staged, None)?;
+    if outcome.changed {
+        store.settle(&outcome.revision.id, check, &traffic)?;
+    }
+    Ok(outcome)
+}
+
+fn numbers(revisions: &[Revision]) -> Vec<u32> {
+    revisions.iter().map(|r| r.id.number()).collect()
 }
 
 #[test]
@@ -90,16 +110,16 @@ fn traffic_follows_deploys_unless_told_and_refused_changes_change_nothing() {
     let name = FunctionName::new("hello").unwrap();
     let quiet = |tag: &str| DeployTraffic { no_traffic: true, tag: Some(tag.to_owned()) };
     let first = deploy_with(&store, "a", quiet("x")).unwrap_err();
-    assert!(first.to_string().contains("first revision takes all its calls"), "{first}");
+    assert!(first.to_string().contains("with no revision of the function ready"), "{first}");
     deploy_with(&store, "a", DeployTraffic::default()).unwrap();
     deploy_with(&store, "b", quiet("candidate")).unwrap();
     let s = store.serving(&name).unwrap();
-    assert_eq!((s.latest, s.traffic.resolve(s.latest)), (2, vec![(1, 100)]));
+    assert_eq!((s.latest, s.traffic.resolve(s.latest)), (Some(2), vec![(1, 100)]));
     assert_eq!(s.traffic.tags_of(2), vec!["candidate".to_owned()]);
     assert_eq!(s.revisions.iter().map(|r| r.id.number()).collect::<Vec<_>>(), vec![2, 1]);
 
     let before = store.serving(&name).unwrap().traffic;
-    let refused = store.update_traffic(&name, |t, _, _| {
+    let refused = store.update_traffic(&name, false, |t, _, _| {
         let mut t = t.clone();
         t.split[0].percent = 90;
         Ok(t)
@@ -115,4 +135,113 @@ fn traffic_follows_deploys_unless_told_and_refused_changes_change_nothing() {
     assert_eq!(s.traffic.resolve(s.latest), vec![(3, 100)]);
     assert_eq!(s.traffic.tags_of(2), vec!["candidate".to_owned()]);
     assert_eq!(s.revisions.iter().map(|r| r.id.number()).collect::<Vec<_>>(), vec![3, 2]);
+}
+
+#[test]
+fn a_revision_is_pending_until_its_check_and_a_failed_one_takes_nothing_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let name = FunctionName::new("hello").unwrap();
+    let tagged = |tag: &str| DeployTraffic { no_traffic: false, tag: Some(tag.to_owned()) };
+
+    // A first revision that fails: the function exists, serves nothing, and says why.
+    deploy_checked(&store, "a", DeployTraffic::default(), Err("exited with status 3".into())).unwrap();
+    let s = store.serving(&name).unwrap();
+    assert_eq!((s.latest, s.revisions.len()), (None, 0));
+    assert_eq!(s.failure.as_deref(), Some("hello-00001 failed to start: exited with status 3"));
+    let refused = store.update_traffic(&name, false, |t, _, _| Ok(t.clone())).unwrap_err();
+    assert!(refused.to_string().contains("no revision of hello has started yet"), "{refused}");
+
+    // The same code again is a retry, so a new revision.
+    let retry = deploy_with(&store, "a", DeployTraffic::default()).unwrap();
+    assert_eq!((retry.changed, retry.revision.id.number()), (true, 2));
+    deploy_with(&store, "b", DeployTraffic::default()).unwrap();
+
+    // Pending: committed, not yet settled, takes nothing; the tag waits for it too.
+    let mut staged =
+        store.stage(&targz(&[("gust.toml", MANIFEST, 0o644), ("handler.py", "broken", 0o644)])[..]).unwrap();
+    staged.traffic = tagged("next");
+    let pending = store.commit(staged, None).unwrap().revision;
+    assert_eq!(pending.status, RevisionStatus::Pending);
+    let s = store.serving(&name).unwrap();
+    assert_eq!((s.latest, s.traffic.resolve(s.latest), s.traffic.tags.len()), (Some(3), vec![(3, 100)], 0));
+    let early = store.update_traffic(&name, false, |t, _, _| {
+        let mut t = t.clone();
+        t.split[0].revision = Some(4);
+        Ok(t)
+    });
+    assert!(early.unwrap_err().to_string().contains("still being started"));
+
+    // It fails: 3 keeps every call, 4 gets no tag, and only force can route to it.
+    let s = store.settle(&pending.id, Err("Traceback: SyntaxError".into()), &tagged("next")).unwrap();
+    assert_eq!((s.latest, s.traffic.resolve(s.latest), numbers(&s.revisions)), (Some(3), vec![(3, 100)], vec![3]));
+    assert!(s.traffic.tags.is_empty());
+    let (revs, ..) = store.revisions(&name).unwrap();
+    assert_eq!((revs[0].status, revs[0].failure.as_deref()), (RevisionStatus::Failed, Some("Traceback: SyntaxError")));
+    let to_failed = |t: &Traffic| {
+        let mut t = t.clone();
+        t.split = vec![Share { revision: Some(4), percent: 100 }];
+        Ok(t)
+    };
+    let refused = store.update_traffic(&name, false, |t, _, _| to_failed(t)).unwrap_err();
+    assert!(refused.to_string().contains("hello-00004 failed to start"), "{refused}");
+    // Rollback is offered the ready revisions only.
+    store
+        .update_traffic(&name, false, |_, _, ready| {
+            assert_eq!(ready, [2, 3]);
+            Ok(Traffic::latest())
+        })
+        .unwrap();
+    let forced = store.update_traffic(&name, true, |t, _, _| to_failed(t)).unwrap();
+    assert_eq!(numbers(&forced.revisions), vec![4, 3]);
+
+    // A revision left pending by a server that stopped is failed when the store opens.
+    let staged = store.stage(&targz(&[("gust.toml", MANIFEST, 0o644), ("handler.py", "c", 0o644)])[..]).unwrap();
+    store.commit(staged, None).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let (revs, latest, _) = store.revisions(&name).unwrap();
+    assert_eq!((revs[0].id.number(), revs[0].status, latest), (5, RevisionStatus::Failed, Some(3)));
+    assert!(revs[0].failure.as_deref().unwrap_or_default().contains("gust stopped"));
+}
+
+#[test]
+fn old_revisions_out_of_service_and_their_unused_code_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let name = FunctionName::new("hello").unwrap();
+    for body in ["a", "b", "c", "d", "e", "a"] {
+        deploy_with(&store, body, DeployTraffic::default()).unwrap();
+    }
+    // Tag 1 so it stays.
+    store
+        .update_traffic(&name, false, |t, _, _| {
+            let mut t = t.clone();
+            t.tag("pinned", 1)?;
+            Ok(t)
+        })
+        .unwrap();
+    let code_dirs = || fs::read_dir(dir.path().join("code")).unwrap().count();
+    assert_eq!(code_dirs(), 5);
+    let now = SystemTime::now();
+    let young = Retention { keep: 1, max_age: Duration::from_secs(3600), ..Retention::default() };
+    assert_eq!(store.collect_garbage(young, now, |_| false).unwrap(), Collected::default(), "none old enough");
+
+    // Out of service, newest first: 5, 4, 3, 2. Keep one; 3 still runs (draining).
+    let old = Retention { keep: 1, max_age: Duration::ZERO, ..Retention::default() };
+    let got = store.collect_garbage(old, now, |r| r.number() == 3).unwrap();
+    assert_eq!(got.revisions.iter().map(RevisionId::number).collect::<Vec<_>>(), vec![4, 2]);
+    // Code `b` (2) and `d` (4) went; `a` is shared by 1 and 6.
+    assert_eq!((got.code_dirs, code_dirs()), (2, 3));
+    let (revs, ..) = store.revisions(&name).unwrap();
+    assert_eq!(numbers(&revs), vec![6, 5, 3, 1]);
+    assert!(revs.iter().all(|r| r.code_dir.is_dir()));
+
+    // The cap applies whatever the age; a removed function's code goes too.
+    let capped = Retention { keep: 20, max_age: Duration::from_secs(3600), max: 0 };
+    let got = store.collect_garbage(capped, now, |_| false).unwrap();
+    assert_eq!(got.revisions.iter().map(RevisionId::number).collect::<Vec<_>>(), vec![5, 3]);
+    store.remove(&name).unwrap();
+    store.collect_garbage(Retention::default(), now, |_| false).unwrap();
+    assert_eq!(code_dirs(), 0);
 }
