@@ -96,10 +96,9 @@ impl Gateway {
         let supervisor = self.supervisor.clone();
         let retention = self.config.retention;
         let now = std::time::SystemTime::now();
-        if let Err(error) =
-            self.with_store(move |s| s.collect_garbage(retention, now, |r| supervisor.has_pool(r))).await
-        {
-            tracing::warn!(%error, "revision garbage collection failed");
+        match self.with_store(move |s| s.collect_garbage(retention, now, |r| supervisor.has_pool(r))).await {
+            Ok(collected) => self.supervisor.forget_code(&collected.code_dirs),
+            Err(error) => tracing::warn!(%error, "revision garbage collection failed"),
         }
     }
 

@@ -215,6 +215,19 @@ impl Supervisor {
         self.lock().contains_key(revision)
     }
 
+    /// Deletes what instances left behind for code directories that are gone: Python's
+    /// bytecode, kept under the cache by the code's absolute path.
+    pub fn forget_code(&self, dirs: &[PathBuf]) {
+        for dir in dirs {
+            let cached = self.ctx.pycache_dir.join(dir.strip_prefix("/").unwrap_or(dir));
+            if let Err(e) = std::fs::remove_dir_all(&cached)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %cached.display(), error = %e, "could not delete cached bytecode");
+            }
+        }
+    }
+
     /// The pool of `revision`. Every revision in service has one, so a call that finds
     /// none raced a traffic change that took its revision out of service: the pool made
     /// for it serves that call and starts retired.

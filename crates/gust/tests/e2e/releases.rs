@@ -358,6 +358,9 @@ fn old_revisions_without_traffic_are_collected_with_code_no_revision_uses() {
     assert_eq!(ids, ["gc-00005", "gc-00004", "gc-00001"], "{d}");
     let code = std::fs::read_dir(g.data.join("code")).unwrap().count();
     assert_eq!(code, 2, "b and c are gone; a (1 and 5) and d stay");
+    let cached = g.data.join("cache/pycache").join(g.data.join("code").strip_prefix("/").unwrap());
+    let bytecode = std::fs::read_dir(&cached).map_or(0, Iterator::count);
+    assert_eq!(bytecode, 2, "the bytecode of deleted code goes with it, in {}", cached.display());
     assert_eq!(g.post("gc@pinned", "").text(), "a");
     assert_eq!(g.post("gc", "").text(), "a");
     g.cli_ok(&["rollback", "gc"]);

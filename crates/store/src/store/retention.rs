@@ -41,7 +41,7 @@ pub struct Collected {
     /// Revisions forgotten.
     pub revisions: Vec<RevisionId>,
     /// Code directories deleted (no revision used them any more).
-    pub code_dirs: usize,
+    pub code_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Store {
@@ -118,14 +118,14 @@ impl Store {
                 continue;
             }
             match fs::remove_dir_all(entry.path()) {
-                Ok(()) => collected.code_dirs += 1,
+                Ok(()) => collected.code_dirs.push(entry.path()),
                 Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "could not delete unused code"),
             }
         }
         drop(conn);
-        if !collected.revisions.is_empty() || collected.code_dirs > 0 {
+        if !collected.revisions.is_empty() || !collected.code_dirs.is_empty() {
             let ids: Vec<String> = collected.revisions.iter().map(ToString::to_string).collect();
-            tracing::info!(revisions = ?ids, code_dirs = collected.code_dirs, "collected old revisions");
+            tracing::info!(revisions = ?ids, code_dirs = collected.code_dirs.len(), "collected old revisions");
         }
         Ok(collected)
     }
