@@ -516,6 +516,7 @@ def zygote(waiting):
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except Exception:
         prctl = None
+    import select
     ctl = socket.socket(fileno=3)
     signal.signal(signal.SIGCHLD, _reap)
     while len(_idle) < waiting:
@@ -555,7 +556,12 @@ def zygote(waiting):
             _emit({"pid": pid})
         for fd in fds:
             os.close(fd)
+        # Refill once no request has followed for a moment: a fork and the new child's
+        # rehearsal would compete for the CPU with the cold start just handed over.
         while len(_idle) < waiting:
+            ready, _, _ = select.select([ctl], [], [], 0.05)
+            if ready:
+                break
             _prefork(prctl)
 
 
