@@ -88,6 +88,52 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     child
 }
 
+/// Starts the short-lived process of one `stdio` call. Unlike [`spawn`] it sets no
+/// `pre_exec` hook, so the standard library starts it with `posix_spawn` (a vfork-style
+/// clone that copies none of the server's page tables and triggers no copy-on-write in
+/// its other threads): about half a millisecond less per call than a fork of gust.
+/// What the hook does is done otherwise:
+/// - `no_new_privs` is set on the spawning thread, which the child inherits;
+/// - the rlimits are applied with `prlimit(2)` right after the spawn returns, so the
+///   program's first microseconds run under gust's own limits;
+/// - there is no parent-death signal: the process lives at most until the call's
+///   deadline, and should gust die first its pipes close, so its next write ends it.
+///
+/// Long-lived instances keep [`spawn`], for the listener on fd 3 and the death signal.
+///
+/// # Errors
+/// The `io::Error` of the spawn, or of setting `no_new_privs`.
+pub fn spawn_call(launch: Launch) -> std::io::Result<tokio::process::Child> {
+    // SAFETY: prctl(2) on the calling thread with integer arguments; it touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut cmd = tokio::process::Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(if launch.stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let files = libc::rlimit { rlim_cur: MAX_OPEN_FILES, rlim_max: MAX_OPEN_FILES };
+        for (resource, limit) in [(libc::RLIMIT_CORE, no_core), (libc::RLIMIT_NOFILE, files)] {
+            // SAFETY: prlimit(2) reads `limit`, a valid rlimit on the stack, and writes
+            // nothing (the old-limit pointer is null). A child that already exited makes
+            // it fail with ESRCH, which is harmless.
+            unsafe {
+                libc::prlimit(pid, resource, &limit, std::ptr::null_mut());
+            }
+        }
+    }
+    Ok(child)
+}
+
 /// Sends `signal` to the whole process group led by `pid`.
 pub fn signal_group(pid: u32, signal: i32) {
     let Ok(pid) = i32::try_from(pid) else { return };

@@ -72,7 +72,7 @@ pub async fn call(
         }
         _ => (script, vec![arg]),
     };
-    let mut child = spawn::spawn(Launch {
+    let mut child = spawn::spawn_call(Launch {
         program: program.clone(),
         args,
         env,

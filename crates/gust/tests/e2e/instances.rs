@@ -171,3 +171,41 @@ fn min_scale_keeps_instances_warm() {
     eventually("the cold function to scale to zero", || g.instance_pids("cold").is_empty().then_some(()));
     assert_eq!(g.instance_pids("warm"), vec![pid]);
 }
+
+#[test]
+fn every_process_runs_without_new_privileges_in_its_own_group_under_the_instance_limits() {
+    let g = gust();
+    // A stdio call's process, started without a fork of gust and limited by prlimit(2)
+    // as it starts: held, so its limits can be read from outside while it runs.
+    let (pidfile, go) = (g.work.join("sh.pid"), g.work.join("sh.go"));
+    let sh = format!(
+        "#!/bin/sh\necho $$ > {pid}\nwhile [ ! -e {go} ]; do sleep 0.01; done\necho done\n",
+        pid = pidfile.display(),
+        go = go.display()
+    );
+    g.deploy("limits-sh", &[("gust.toml", &manifest("limits-sh", "shell", "")), ("handler.sh", &sh)]);
+    let url = format!("{}/function/limits-sh", g.url);
+    let held = std::thread::spawn(move || curl(&url, "POST", b"", &[]));
+    let pid: u32 = eventually("the call's process", || std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok());
+    let proc = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    eventually("the call's limits", || {
+        let limits = proc("limits");
+        let row =
+            |name: &str| limits.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let files = row("Max open files")?;
+        let core = row("Max core file size")?;
+        (files[3..5] == ["4096", "4096"] && core[4..6] == ["0", "0"]).then_some(())
+    });
+    assert!(proc("status").lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{}", proc("status"));
+    let stat = proc("stat");
+    let pgrp = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2).unwrap().to_owned();
+    assert_eq!(pgrp, pid.to_string(), "its own process group");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(held.join().unwrap().text(), "done\n");
+
+    // A long-lived instance, forked from the zygote.
+    let py = "import os, resource\ndef handle(d):\n    s = open('/proc/self/status').read()\n    nnp = [l.split()[1] for l in s.splitlines() if l.startswith('NoNewPrivs')][0]\n    return {'nnp': nnp, 'files': resource.getrlimit(resource.RLIMIT_NOFILE)[0], 'core': resource.getrlimit(resource.RLIMIT_CORE)[0], 'leader': os.getpgid(0) == os.getpid()}\n";
+    g.deploy("limits-py", &[("gust.toml", &manifest("limits-py", "python", "")), ("handler.py", py)]);
+    let v = g.post("limits-py", "").json();
+    assert_eq!(v, serde_json::json!({"nnp": "1", "files": 4096, "core": 0, "leader": true}));
+}
