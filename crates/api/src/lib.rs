@@ -23,7 +23,7 @@ pub mod traffic;
 pub mod wire;
 
 pub use error::{Error, Problem, Result};
-pub use manifest::{FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy};
+pub use manifest::{Backoff, DeliveryPolicy, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy};
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};
 pub use traffic::{Share, Traffic};

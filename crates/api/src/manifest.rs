@@ -13,6 +13,7 @@ use crate::quantity::{format_bytes, format_duration};
 use crate::route::{RouteMethod, RoutePattern, RouteSpec};
 use crate::{Error, FunctionName, Problem, Result};
 
+pub use delivery::{Backoff, DeliveryPolicy};
 use fields::{Fields, duration_text};
 
 /// How an instance is started and spoken to.
@@ -201,6 +202,9 @@ mod defaults {
     pub(super) fn grace() -> Duration {
         Duration::from_secs(30)
     }
+    pub(super) fn delivery() -> super::DeliveryPolicy {
+        super::DeliveryPolicy::defaults(10)
+    }
 }
 
 /// A validated function: everything gust needs to run it, with defaults filled in.
@@ -227,6 +231,10 @@ pub struct FunctionSpec {
     /// Extra HTTP routes leading to the function, besides `/function/NAME`.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// How async calls are delivered (`[async]`); specs stored before it existed read
+    /// with the defaults for `scale.max` 10.
+    #[serde(default = "defaults::delivery", rename = "async")]
+    pub delivery: DeliveryPolicy,
 }
 
 /// Entry point for `gust.toml` text.
@@ -287,6 +295,7 @@ impl Manifest {
         }
         let limits_table = f.table("limits");
         let scale_table = f.table("scale");
+        let async_table = f.table("async");
         let mut problems = f.finish();
 
         let mut lf = Fields::new("limits.", limits_table);
@@ -397,6 +406,8 @@ impl Manifest {
             .duration("queue_timeout", Duration::from_secs(30))
             .filter(|d| sf.check(*d <= Duration::from_secs(3600), "queue_timeout", "must be at most 1h"));
         problems.extend(sf.finish());
+        let (delivery, delivery_problems) = delivery::parse(async_table, max.unwrap_or(10));
+        problems.extend(delivery_problems);
 
         if !problems.is_empty() {
             return Err(Error::InvalidManifest { problems });
@@ -430,6 +441,7 @@ impl Manifest {
                 },
                 build,
                 routes: routes?,
+                delivery: delivery?,
             })
         })();
         spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
@@ -552,6 +564,7 @@ impl FunctionSpec {
             s.queue_depth,
             format_duration(s.queue_timeout)
         ));
+        out.push_str(&self.delivery.to_toml());
         for r in &self.routes {
             out.push_str(&format!("\n[[routes]]\nmethod = \"{}\"\npath = {}\n", r.method, toml_str(r.path.as_str())));
         }
@@ -606,6 +619,7 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
     }
 }
 
+mod delivery;
 mod fields;
 
 #[cfg(test)]

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CallId, FunctionSpec, Problem};
 
+mod calls;
+pub use calls::{AsyncAccepted, CallAnswer, CallRecord, DlqAnswer, DlqRequest, base64};
+
 /// Every error response's body: a stable code, a sentence a person can act on, and the
 /// call id when there is one.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -335,7 +335,7 @@ fn traffic_info(name: &str, serving: &Serving) -> TrafficInfo {
 }
 
 /// A small JSON request body (at most 64 KiB); an empty body is the type's default.
-async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T> {
     const LIMIT: u64 = 64 << 10;
     let exceeded = Arc::new(AtomicBool::new(false));
     let bytes = LimitedBody::new(req.into_body(), LIMIT, exceeded)

@@ -50,6 +50,12 @@ pub enum Error {
         /// What serves instead, in words.
         serving: String,
     },
+    /// No call has that id.
+    #[error("call `{id}` not found")]
+    CallNotFound {
+        /// The id asked for.
+        id: String,
+    },
     /// No route for the path.
     #[error("no route for `{path}`; functions are called at /function/NAME")]
     RouteNotFound {
@@ -96,6 +102,7 @@ impl Error {
             }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CallNotFound { .. } => StatusCode::NOT_FOUND,
             Error::RevisionFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,7 +121,7 @@ impl Error {
                 S::BadArchive { .. } => StatusCode::BAD_REQUEST,
                 S::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 S::NotFound { .. } | S::RouteNotFound { .. } => StatusCode::NOT_FOUND,
-                S::RouteConflict { .. } => StatusCode::CONFLICT,
+                S::RouteConflict { .. } | S::CallIdTaken { .. } => StatusCode::CONFLICT,
                 S::BadTraffic { .. } => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -132,6 +139,7 @@ impl Error {
             Error::RouteNotFound { .. } => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::NotReady { .. } => "not_ready",
+            Error::CallNotFound { .. } => "call_not_found",
             Error::RevisionFailed { .. } => "revision_failed",
             Error::BadRequest { .. } => "bad_request",
             Error::UploadTooLarge { .. } => "upload_too_large",
@@ -154,6 +162,7 @@ impl Error {
                 S::NotFound { .. } => "function_not_found",
                 S::RouteNotFound { .. } => "route_not_found",
                 S::RouteConflict { .. } => "route_conflict",
+                S::CallIdTaken { .. } => "call_id_taken",
                 S::BadTraffic { .. } => "bad_traffic",
                 _ => "internal",
             },

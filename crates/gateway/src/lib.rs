@@ -10,11 +10,14 @@
 //! - [`router`]: pure request → [`router::Route`] matching, no hyper.
 //! - [`invoke`]: a call to a function: limits, headers, call ids, timings.
 //! - [`control`]: deploy, list, describe, remove, logs, info.
+//! - [`calls`]: async calls accepted, call records, dead letters; [`dispatch`] delivers them.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
 
 mod body;
+pub mod calls;
 pub mod control;
+pub mod dispatch;
 pub mod error;
 pub mod invoke;
 pub mod registry;

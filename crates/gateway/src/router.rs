@@ -16,6 +16,15 @@ pub enum Route<'a> {
         /// The path the function sees, always starting with `/`.
         path: &'a str,
     },
+    /// `POST /async-function/{name}[/{path…}]`: accept a call to run later.
+    AsyncInvoke {
+        /// The function's name (not yet validated).
+        function: &'a str,
+        /// The path the function sees, always starting with `/`.
+        path: &'a str,
+    },
+    /// `GET /calls/{id}`.
+    Call(&'a str),
     /// A control API call.
     Api(Api<'a>),
     /// Nothing here.
@@ -48,6 +57,12 @@ pub enum Api<'a> {
     SetTraffic(&'a str),
     /// `POST /api/v1/functions/{name}/rollback` with a `RollbackRequest`.
     Rollback(&'a str),
+    /// `GET /api/v1/functions/{name}/calls[?status=S&limit=N]`.
+    Calls(&'a str),
+    /// `POST /api/v1/functions/{name}/dlq/redrive` with an optional `{"id"}`.
+    Redrive(&'a str),
+    /// `POST /api/v1/functions/{name}/dlq/purge` with an optional `{"id"}`.
+    Purge(&'a str),
     /// `GET /api/v1/routes`.
     Routes,
     /// `POST /api/v1/routes` with `{method, path, function}`.
@@ -66,6 +81,23 @@ pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> 
 
 /// Routes `method` + `path` (without the query).
 pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    if let Some(rest) = path.strip_prefix("/async-function/") {
+        let (function, sub) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        return match (function.is_empty(), method == Method::POST) {
+            (true, _) => Route::NotFound,
+            (false, true) => Route::AsyncInvoke { function, path: sub },
+            (false, false) => Route::MethodNotAllowed { allow: "POST" },
+        };
+    }
+    if let Some(id) = path.strip_prefix("/calls/") {
+        if id.is_empty() || id.contains('/') {
+            return Route::NotFound;
+        }
+        return if method == Method::GET { Route::Call(id) } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
     if let Some(rest) = path.strip_prefix("/function/") {
         let (function, sub) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -114,6 +146,15 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
                     Method::POST => Route::Api(Api::Rollback(name)),
                     _ => Route::MethodNotAllowed { allow: "POST" },
                 },
+                Some((name, "calls")) if !name.is_empty() => get(Route::Api(Api::Calls(name))),
+                Some((name, "dlq/redrive")) if !name.is_empty() => match *method {
+                    Method::POST => Route::Api(Api::Redrive(name)),
+                    _ => Route::MethodNotAllowed { allow: "POST" },
+                },
+                Some((name, "dlq/purge")) if !name.is_empty() => match *method {
+                    Method::POST => Route::Api(Api::Purge(name)),
+                    _ => Route::MethodNotAllowed { allow: "POST" },
+                },
                 _ => Route::NotFound,
             }
         }
@@ -152,6 +193,17 @@ mod tests {
             (Method::POST, "/api/v1/routes", Route::Api(Api::CreateRoute)),
             (Method::DELETE, "/api/v1/routes", Route::Api(Api::RemoveRoute)),
             (Method::PUT, "/api/v1/routes", Route::MethodNotAllowed { allow: "GET, POST, DELETE" }),
+            (Method::POST, "/async-function/hello", Route::AsyncInvoke { function: "hello", path: "/" }),
+            (Method::POST, "/async-function/hello/a/b", Route::AsyncInvoke { function: "hello", path: "/a/b" }),
+            (Method::GET, "/async-function/hello", Route::MethodNotAllowed { allow: "POST" }),
+            (Method::POST, "/async-function/", Route::NotFound),
+            (Method::GET, "/calls/0190-ab", Route::Call("0190-ab")),
+            (Method::DELETE, "/calls/0190-ab", Route::MethodNotAllowed { allow: "GET" }),
+            (Method::GET, "/calls/", Route::NotFound),
+            (Method::GET, "/api/v1/functions/hello/calls", Route::Api(Api::Calls("hello"))),
+            (Method::POST, "/api/v1/functions/hello/dlq/redrive", Route::Api(Api::Redrive("hello"))),
+            (Method::POST, "/api/v1/functions/hello/dlq/purge", Route::Api(Api::Purge("hello"))),
+            (Method::GET, "/api/v1/functions/hello/dlq/purge", Route::MethodNotAllowed { allow: "POST" }),
             (Method::GET, "/", Route::NotFound),
             (Method::GET, "/functionx/a", Route::NotFound),
         ];

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::registry::Routing;
 use crate::router::{Api, Route, route};
-use crate::{Error, Registry, control, invoke, routes};
+use crate::{Error, Registry, calls, control, invoke, routes};
 
 /// How the gateway runs (from flags and environment, not from manifests).
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Flips to `true` at shutdown; ends `logs -f` streams so the drain can finish.
     pub shutdown: watch::Receiver<bool>,
+    /// Wakes the async-call dispatcher: a call was accepted, redriven or finished.
+    pub calls_ready: tokio::sync::Notify,
 }
 
 impl Gateway {
@@ -181,6 +183,12 @@ impl Gateway {
                 let target = invoke::Target { function, tag, path: sub, prefix, params: Vec::new() };
                 invoke::invoke(&self, peer, target, req).await
             }
+            Route::AsyncInvoke { function, path: sub } => {
+                let function = function.to_owned();
+                let sub = sub.to_owned();
+                calls::accept(&self, &function, &sub, req).await.unwrap_or_else(|e| e.into_response(None))
+            }
+            Route::Call(id) => calls::get(&self, id).await.unwrap_or_else(|e| e.into_response(None)),
             Route::Health => control::health(),
             Route::Api(api) => {
                 let result = match api {
@@ -193,6 +201,9 @@ impl Gateway {
                     Api::Traffic(name) => control::traffic(&self, name).await,
                     Api::SetTraffic(name) => control::set_traffic(&self, name, req).await,
                     Api::Rollback(name) => control::rollback(&self, name, req).await,
+                    Api::Calls(name) => calls::list(&self, name, req.uri().query()).await,
+                    Api::Redrive(name) => calls::dead_letters(&self, name, req, false).await,
+                    Api::Purge(name) => calls::dead_letters(&self, name, req, true).await,
                     Api::Routes => routes::list(&self),
                     Api::CreateRoute => routes::create(&self, req).await,
                     Api::RemoveRoute => routes::remove(&self, req.uri().query()).await,

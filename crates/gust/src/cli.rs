@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each with `run(self, …) -> anyhow::Result<()>`.
 
+mod calls;
 mod deploy;
 mod describe;
 mod invoke;
@@ -56,6 +57,10 @@ enum Command {
     Traffic(traffic::TrafficCmd),
     /// Send all of a function's traffic back to the previous (or a named) revision.
     Rollback(traffic::Rollback),
+    /// List a function's async calls, or show one (`gust calls get ID`).
+    Calls(calls::Calls),
+    /// List, show, redrive or purge a function's dead-lettered async calls.
+    Dlq(calls::Dlq),
 }
 
 /// A configuration or usage problem (exit code 64, as `EX_USAGE`).
@@ -79,6 +84,8 @@ impl Cli {
             Command::Revisions(c) => c.run(&client()?).await,
             Command::Traffic(c) => c.run(&client()?).await,
             Command::Rollback(c) => c.run(&client()?).await,
+            Command::Calls(c) => c.run(&client()?).await,
+            Command::Dlq(c) => c.run(&client()?).await,
         }
     }
 }

@@ -40,4 +40,4 @@ pub mod zygote;
 pub use body::Body;
 pub use error::{Error, Result};
 pub use interpreters::Interpreters;
-pub use supervisor::{Supervisor, SupervisorConfig, WarmPools};
+pub use supervisor::{ColdStart, Supervisor, SupervisorConfig, WarmPools};

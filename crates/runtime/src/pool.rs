@@ -162,12 +162,19 @@ pub struct Slot {
     instance: Arc<Instance>,
     call: CallId,
     discarded: bool,
+    /// The call waited for an instance to start for it.
+    cold: bool,
 }
 
 impl Slot {
-    fn new(pool: Arc<Pool>, instance: Arc<Instance>, call: &CallId) -> Self {
+    fn new(pool: Arc<Pool>, instance: Arc<Instance>, call: &CallId, cold: bool) -> Self {
         instance.begin_call(call);
-        Self { pool, instance, call: call.clone(), discarded: false }
+        Self { pool, instance, call: call.clone(), discarded: false, cold }
+    }
+
+    /// Whether the call waited for an instance started for it (a cold start).
+    pub fn cold(&self) -> bool {
+        self.cold
     }
 
     /// The instance this slot is on.
@@ -274,7 +281,7 @@ impl Pool {
                 let instance = m.instance.clone();
                 st.mark();
                 drop(st);
-                return Ok(Slot::new(self.clone(), instance, call));
+                return Ok(Slot::new(self.clone(), instance, call, false));
             }
             let coming = (st.starting * concurrency) as usize;
             let uncovered = st.waiters.len().saturating_sub(coming);
@@ -300,7 +307,7 @@ impl Pool {
             if waits_for_start { spec.scale.queue_timeout.max(spec.limits.timeout) } else { spec.scale.queue_timeout };
         let mut waiter = waiter;
         match tokio::time::timeout(limit, &mut waiter.rx).await {
-            Ok(Ok(Ok(instance))) => Ok(Slot::new(self.clone(), instance, call)),
+            Ok(Ok(Ok(instance))) => Ok(Slot::new(self.clone(), instance, call, waits_for_start)),
             Ok(Ok(Err(WaitError::Start(detail)))) => {
                 Err(Error::StartFailed { function: spec.name.to_string(), detail })
             }

@@ -63,6 +63,10 @@ impl Default for WarmPools {
     }
 }
 
+/// A response extension: whether the call waited for an instance started for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart(pub bool);
+
 /// Runs every function's instances.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -261,10 +265,13 @@ impl Supervisor {
         }
         let pool = self.pool(revision);
         let slot = pool.acquire(call).await?;
-        match revision.spec.protocol {
+        let cold = ColdStart(slot.cold());
+        let mut resp = match revision.spec.protocol {
             Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
             Protocol::Stdio => stdio::call(slot, req, deadline, exceeded).await,
-        }
+        }?;
+        resp.extensions_mut().insert(cold);
+        Ok(resp)
     }
 
     /// Remembers a failed call for `gust describe`.

@@ -81,6 +81,7 @@ impl Server {
             base_url,
             config: config.gateway.clone(),
             shutdown: shutdown_rx,
+            calls_ready: tokio::sync::Notify::new(),
         });
         for serving in loaded {
             let function = serving.function.to_string();
@@ -118,6 +119,7 @@ impl Running {
         let shutdown_rx = shutdown_tx.subscribe();
         let reaper = tokio::spawn(supervisor.clone().run_reaper(shutdown_tx.subscribe()));
         let collector = tokio::spawn(gateway.clone().run_collector(shutdown_tx.subscribe()));
+        let dispatcher = tokio::spawn(gust_gateway::dispatch::run(gateway.clone(), shutdown_tx.subscribe()));
         let grace = config.drain_timeout;
         let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
         stop.await;
@@ -129,7 +131,7 @@ impl Running {
         }
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         supervisor.shutdown(left).await;
-        for (task, name) in [(reaper, "reaper"), (collector, "garbage collector")] {
+        for (task, name) in [(reaper, "reaper"), (collector, "garbage collector"), (dispatcher, "dispatcher")] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "task failed");
             }

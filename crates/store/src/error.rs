@@ -63,6 +63,12 @@ pub enum Error {
         /// The route asked for.
         route: String,
     },
+    /// A caller's `X-Call-Id` already names a call of another function.
+    #[error("call id `{id}` is already taken by another function's call; send a new one or none")]
+    CallIdTaken {
+        /// The id.
+        id: String,
+    },
     /// A traffic change (or a deploy's traffic options) was refused; nothing changed.
     #[error("{reason}")]
     BadTraffic {

@@ -53,6 +53,33 @@ ALTER TABLE functions ADD COLUMN traffic_json TEXT;
 ALTER TABLE revisions ADD COLUMN status TEXT NOT NULL DEFAULT 'ready';
 ALTER TABLE revisions ADD COLUMN failure TEXT;
 ",
+    // Async calls: the request as accepted, where its delivery stands, its latest answer.
+    r"
+CREATE TABLE calls (
+    id                  TEXT PRIMARY KEY,
+    function            TEXT NOT NULL,
+    method              TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    headers_json        TEXT NOT NULL,
+    body                BLOB NOT NULL,
+    callback_url        TEXT,
+    status              TEXT NOT NULL,
+    attempts            INTEGER NOT NULL,
+    accepted_ms         INTEGER NOT NULL,
+    age_from_ms         INTEGER NOT NULL,
+    next_ms             INTEGER NOT NULL,
+    started_ms          INTEGER,
+    ended_ms            INTEGER,
+    revision            TEXT,
+    cold_start          INTEGER,
+    result_status       INTEGER,
+    result_headers_json TEXT,
+    result_body         BLOB,
+    error               TEXT
+);
+CREATE INDEX calls_due ON calls (status, next_ms);
+CREATE INDEX calls_by_function ON calls (function, accepted_ms);
+",
 ];
 
 /// The longest failure text kept for a revision: enough for a traceback's tail.
@@ -109,6 +136,7 @@ impl Store {
             params!["gust stopped before this revision's start-up check ended; deploy it again"],
         )
         .map_err(Error::db("settle pending revisions"))?;
+        calls::requeue_running(&conn)?;
         Ok(Self { root: root.to_path_buf(), conn: Mutex::new(conn), limits })
     }
 
@@ -685,6 +713,7 @@ fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+pub(crate) mod calls;
 pub(crate) mod retention;
 pub(crate) mod routes;
 #[cfg(test)]

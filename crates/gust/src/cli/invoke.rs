@@ -1,4 +1,4 @@
-//! `gust invoke NAME [-d DATA | -f FILE] [-X METHOD] [-H 'K: V'] [--path /sub]`.
+//! `gust invoke NAME [-d DATA | -f FILE] [-X METHOD] [-H 'K: V'] [--path /sub] [--async]`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +33,12 @@ pub(crate) struct Invoke {
     /// Print the status line and headers before the body.
     #[arg(short = 'i', long)]
     include: bool,
+    /// Queue the call and print its id at once (202); see it with `gust calls get ID`.
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With --async: where to POST the result once it is final (`X-Callback-Url`).
+    #[arg(long, requires = "asynchronous")]
+    callback: Option<String>,
 }
 
 impl Invoke {
@@ -69,6 +75,20 @@ impl Invoke {
         } else {
             format!("/{}", self.path)
         };
+        if self.asynchronous {
+            if method != Method::POST && self.method.is_some() {
+                return Err(super::UsageError("--async calls are POSTs (as OpenFaaS's /async-function)".into()).into());
+            }
+            let method = Method::POST;
+            if let Some(url) = &self.callback {
+                let v = HeaderValue::from_str(url).map_err(|_| super::UsageError(format!("bad --callback `{url}`")))?;
+                headers.insert(HeaderName::from_static("x-callback-url"), v);
+            }
+            let path = format!("/async-function/{}{sub}", self.name);
+            let (_, accepted): (_, gust_api::wire::AsyncAccepted) = client.json(method, &path, headers, body).await?;
+            println!("{} {} ({})", accepted.call_id, accepted.status, accepted.location);
+            return Ok(());
+        }
         let resp = client.send(method, &format!("/function/{}{sub}", self.name), headers, body).await?;
         if self.include {
             println!("{:?} {}", resp.version(), resp.status());

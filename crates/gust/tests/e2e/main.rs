@@ -4,6 +4,7 @@
 //! Helpers here panic to fail the test that called them.
 #![allow(clippy::unwrap_used)]
 
+mod async_calls;
 mod builds;
 mod calls;
 mod deploy;

@@ -245,3 +245,68 @@ fn old_revisions_out_of_service_and_their_unused_code_are_collected() {
     store.collect_garbage(Retention::default(), now, |_| false).unwrap();
     assert_eq!(code_dirs(), 0);
 }
+
+#[test]
+fn async_calls_are_claimed_retried_dead_lettered_redriven_and_survive_a_reopen() {
+    use crate::{Attempted, CallStatus, NewCall};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let call = |id: &str, function: &str| NewCall {
+        id: gust_api::CallId::from_caller(Some(id.as_bytes())),
+        function: function.into(),
+        method: "POST".into(),
+        path: "/x?y=1".into(),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: b"hi".to_vec(),
+        callback_url: None,
+    };
+    assert!(store.enqueue(&call("c1", "f")).unwrap());
+    assert!(store.enqueue(&call("c2", "g")).unwrap());
+    assert!(!store.enqueue(&call("c1", "f")).unwrap(), "a repeated id of the same function is a retry");
+    assert!(matches!(store.enqueue(&call("c1", "g")), Err(Error::CallIdTaken { .. })));
+
+    // Only what `take` accepts is claimed, and it is running with one attempt.
+    let now = now_ms() + 1;
+    let got = store.claim(now, |f| f == "f").unwrap();
+    assert_eq!(got.iter().map(|c| c.call.id.as_str()).collect::<Vec<_>>(), ["c1"]);
+    assert_eq!((got[0].status, got[0].attempts, got[0].call.body.as_slice()), (CallStatus::Running, 1, &b"hi"[..]));
+    assert!(store.claim(now, |_| true).unwrap().iter().all(|c| c.call.id.as_str() == "c2"));
+
+    // A retry is queued for later and not due before then.
+    let retry = Attempted {
+        revision: Some("f-00001".into()),
+        cold_start: Some(true),
+        result: None,
+        error: Some("timed out".into()),
+        retry_at_ms: Some(now + 60_000),
+        status: CallStatus::Queued,
+    };
+    store.attempted(&got[0].call.id, &retry).unwrap();
+    assert!(store.claim(now, |_| true).unwrap().is_empty());
+    let again = store.claim(now + 60_000, |_| true).unwrap();
+    assert_eq!((again[0].attempts, again[0].error.as_deref()), (2, Some("timed out")));
+    let dead = Attempted { retry_at_ms: None, status: CallStatus::Dead, ..retry };
+    store.attempted(&again[0].call.id, &dead).unwrap();
+    assert_eq!(store.calls("f", Some(CallStatus::Dead), 10).unwrap().len(), 1);
+    assert_eq!(store.pending_calls("f").unwrap(), 0);
+
+    // Redriven: queued with its attempts counted afresh; purged: gone.
+    assert_eq!(store.redrive("f", None).unwrap(), 1);
+    let c = store.call("c1").unwrap().unwrap();
+    assert_eq!((c.status, c.attempts), (CallStatus::Queued, 0));
+    // c2 was left running: a reopen queues it again, its attempt still counted.
+    drop(store);
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let c2 = store.call("c2").unwrap().unwrap();
+    assert_eq!((c2.status, c2.attempts), (CallStatus::Queued, 1));
+    let claimed = store.claim(now_ms() + 1, |_| true).unwrap();
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        store
+            .attempted(&c.call.id, &Attempted { retry_at_ms: None, status: CallStatus::Dead, ..dead.clone() })
+            .unwrap();
+    }
+    assert_eq!(store.purge("f", Some("c1")).unwrap(), 1);
+    assert!(store.call("c1").unwrap().is_none());
+    assert_eq!(store.calls("g", None, 10).unwrap().len(), 1);
+}
