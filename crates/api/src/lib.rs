@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`name`]: [`FunctionName`], [`RevisionId`], [`CallId`] — newtypes checked on construction.
 //! - [`manifest`]: parsing and validation of `gust.toml` into [`FunctionSpec`].
+//! - [`event`]: CloudEvents over HTTP and the trigger filters that route them.
 //! - [`route`]: custom HTTP routes, [`RoutePattern`] (`/users/{id}`) and their conflicts.
 //! - [`traffic`]: how calls split over revisions, tags, and rollback, as pure functions.
 //! - [`quantity`]: `"30s"` durations and `"6Mi"` byte sizes as they are written in manifests.
@@ -15,6 +16,7 @@
 //! - [`error`]: the crate's one [`Error`] enum.
 
 pub mod error;
+pub mod event;
 pub mod manifest;
 pub mod name;
 pub mod quantity;
@@ -23,7 +25,9 @@ pub mod traffic;
 pub mod wire;
 
 pub use error::{Error, Problem, Result};
-pub use manifest::{Backoff, DeliveryPolicy, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy};
+pub use manifest::{
+    Backoff, DeliveryPolicy, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy, TriggerSpec,
+};
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};
 pub use traffic::{Share, Traffic};

@@ -15,6 +15,7 @@ use crate::{Error, FunctionName, Problem, Result};
 
 pub use delivery::{Backoff, DeliveryPolicy};
 use fields::{Fields, duration_text};
+pub use triggers::TriggerSpec;
 
 /// How an instance is started and spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -235,6 +236,9 @@ pub struct FunctionSpec {
     /// with the defaults for `scale.max` 10.
     #[serde(default = "defaults::delivery", rename = "async")]
     pub delivery: DeliveryPolicy,
+    /// CloudEvents filters that deliver events to it (`[[triggers]]`).
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
 }
 
 /// Entry point for `gust.toml` text.
@@ -243,7 +247,7 @@ pub struct Manifest;
 
 /// Keys of the manifest that belong to later work; naming them is an error that says so
 /// rather than a silent no-op.
-const NOT_YET: [&str; 3] = ["input", "output", "triggers"];
+const NOT_YET: [&str; 2] = ["input", "output"];
 
 impl Manifest {
     /// The name of the manifest file in a function directory.
@@ -288,6 +292,7 @@ impl Manifest {
             ok
         });
         let routes = routes(&mut f);
+        let triggers = triggers::parse(&mut f);
         for key in NOT_YET {
             if f.table.remove(key).is_some() {
                 f.problem(key, "is not supported by this version of gust yet".to_owned());
@@ -442,6 +447,7 @@ impl Manifest {
                 build,
                 routes: routes?,
                 delivery: delivery?,
+                triggers: triggers?,
             })
         })();
         spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
@@ -568,6 +574,17 @@ impl FunctionSpec {
         for r in &self.routes {
             out.push_str(&format!("\n[[routes]]\nmethod = \"{}\"\npath = {}\n", r.method, toml_str(r.path.as_str())));
         }
+        for t in &self.triggers {
+            out.push_str("\n[[triggers]]\n");
+            for (key, conditions) in
+                [("exact", &t.filter.exact), ("prefix", &t.filter.prefix), ("suffix", &t.filter.suffix)]
+            {
+                if !conditions.is_empty() {
+                    let parts: Vec<String> = conditions.iter().map(|(k, v)| format!("{k} = {}", toml_str(v))).collect();
+                    out.push_str(&format!("{key} = {{ {} }}\n", parts.join(", ")));
+                }
+            }
+        }
         out
     }
 }
@@ -621,6 +638,7 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
 
 mod delivery;
 mod fields;
+mod triggers;
 
 #[cfg(test)]
 mod tests;

@@ -123,7 +123,13 @@ struct Failure {
 
 /// Runs one attempt of `call`, records it, and POSTs the result if it is final.
 async fn attempt(gw: Arc<Gateway>, call: StoredCall, in_flight: InFlight) {
-    let outcome = deliver(&gw, &call).await;
+    let mut outcome = deliver(&gw, &call).await;
+    if let Some(hops) = event_hops(&call)
+        && let Ok(answer) = &outcome.answer
+        && let Err(failure) = reply(&gw, &call, answer, hops).await
+    {
+        outcome.answer = Err(failure);
+    }
     let policy = gw.registry.get(&call.call.function).map(|r| policy_of(&r).clone());
     let retryable = match &outcome.answer {
         Ok(r) => r.status == 408 || r.status == 429 || r.status >= 500,
@@ -167,6 +173,33 @@ async fn attempt(gw: Arc<Gateway>, call: StoredCall, in_flight: InFlight) {
         && let Some(url) = &call.call.callback_url
     {
         callback(url, &call, &record, now).await;
+    }
+}
+
+/// For an event delivery: how many replies led to it.
+fn event_hops(call: &StoredCall) -> Option<u32> {
+    call.call.headers.iter().find(|(k, _)| k == crate::events::HOPS.as_str()).and_then(|(_, v)| v.parse().ok())
+}
+
+/// An event delivery's answer that is itself a CloudEvent (a 2xx other than 202, as the
+/// spec has it) goes back into the broker. A malformed one fails the delivery, as in
+/// Knative; a reply chain past [`crate::events::MAX_HOPS`] is dropped and logged.
+async fn reply(gw: &Gateway, call: &StoredCall, answer: &CallResult, hops: u32) -> std::result::Result<(), Failure> {
+    if !(200..300).contains(&answer.status) || answer.status == 202 {
+        return Ok(());
+    }
+    let headers: Vec<(&str, &str)> = answer.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match gust_api::event::parse(&headers, &answer.body) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) if hops >= crate::events::MAX_HOPS => {
+            tracing::warn!(call_id = %call.call.id, hops, "reply event dropped: the chain of replies is too long");
+            Ok(())
+        }
+        Ok(Some(event)) => crate::events::route(gw, &event, hops + 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure { error: format!("could not store the reply event: {e}"), retry: true }),
+        Err(reason) => Err(Failure { error: format!("the reply is a malformed CloudEvent: {reason}"), retry: true }),
     }
 }
 

@@ -50,6 +50,12 @@ pub enum Error {
         /// What serves instead, in words.
         serving: String,
     },
+    /// `POST /events` got no valid CloudEvent.
+    #[error("malformed CloudEvent: {reason}")]
+    BadEvent {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No call has that id.
     #[error("call `{id}` not found")]
     CallNotFound {
@@ -103,6 +109,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::CallNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::BadEvent { .. } => StatusCode::BAD_REQUEST,
             Error::RevisionFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,6 +147,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::NotReady { .. } => "not_ready",
             Error::CallNotFound { .. } => "call_not_found",
+            Error::BadEvent { .. } => "bad_event",
             Error::RevisionFailed { .. } => "revision_failed",
             Error::BadRequest { .. } => "bad_request",
             Error::UploadTooLarge { .. } => "upload_too_large",

@@ -11,6 +11,7 @@
 //! - [`invoke`]: a call to a function: limits, headers, call ids, timings.
 //! - [`control`]: deploy, list, describe, remove, logs, info.
 //! - [`calls`]: async calls accepted, call records, dead letters; [`dispatch`] delivers them.
+//! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
 
@@ -19,6 +20,7 @@ pub mod calls;
 pub mod control;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod invoke;
 pub mod registry;
 pub mod router;

@@ -25,6 +25,8 @@ pub enum Route<'a> {
     },
     /// `GET /calls/{id}`.
     Call(&'a str),
+    /// `POST /events`: the CloudEvents broker's ingress.
+    Events,
     /// A control API call.
     Api(Api<'a>),
     /// Nothing here.
@@ -91,6 +93,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             (false, true) => Route::AsyncInvoke { function, path: sub },
             (false, false) => Route::MethodNotAllowed { allow: "POST" },
         };
+    }
+    if path == "/events" || path == "/events/" {
+        return if method == Method::POST { Route::Events } else { Route::MethodNotAllowed { allow: "POST" } };
     }
     if let Some(id) = path.strip_prefix("/calls/") {
         if id.is_empty() || id.contains('/') {
@@ -198,6 +203,8 @@ mod tests {
             (Method::GET, "/async-function/hello", Route::MethodNotAllowed { allow: "POST" }),
             (Method::POST, "/async-function/", Route::NotFound),
             (Method::GET, "/calls/0190-ab", Route::Call("0190-ab")),
+            (Method::POST, "/events", Route::Events),
+            (Method::PUT, "/events", Route::MethodNotAllowed { allow: "POST" }),
             (Method::DELETE, "/calls/0190-ab", Route::MethodNotAllowed { allow: "GET" }),
             (Method::GET, "/calls/", Route::NotFound),
             (Method::GET, "/api/v1/functions/hello/calls", Route::Api(Api::Calls("hello"))),

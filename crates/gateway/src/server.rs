@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::registry::Routing;
 use crate::router::{Api, Route, route};
-use crate::{Error, Registry, calls, control, invoke, routes};
+use crate::{Error, Registry, calls, control, events, invoke, routes};
 
 /// How the gateway runs (from flags and environment, not from manifests).
 #[derive(Debug, Clone)]
@@ -189,6 +189,7 @@ impl Gateway {
                 calls::accept(&self, &function, &sub, req).await.unwrap_or_else(|e| e.into_response(None))
             }
             Route::Call(id) => calls::get(&self, id).await.unwrap_or_else(|e| e.into_response(None)),
+            Route::Events => events::ingest(&self, req).await.unwrap_or_else(|e| e.into_response(None)),
             Route::Health => control::health(),
             Route::Api(api) => {
                 let result = match api {

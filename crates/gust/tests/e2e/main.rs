@@ -8,6 +8,7 @@ mod async_calls;
 mod builds;
 mod calls;
 mod deploy;
+mod events;
 mod failures;
 mod instances;
 mod lifecycle;

@@ -137,26 +137,8 @@ impl Store {
     /// [`Error::CallIdTaken`] when another function's call has the id,
     /// [`Error::Database`].
     pub fn enqueue(&self, call: &NewCall) -> Result<bool> {
-        let now = now_ms();
-        let headers = serde_json::to_string(&call.headers).unwrap_or_else(|_| "[]".to_owned());
         let conn = self.lock();
-        let inserted = conn
-            .execute(
-                "INSERT INTO calls (id, function, method, path, headers_json, body, callback_url, status, attempts,
-                 accepted_ms, age_from_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?8, ?8)
-                 ON CONFLICT(id) DO NOTHING",
-                params![
-                    call.id.as_str(),
-                    call.function,
-                    call.method,
-                    call.path,
-                    headers,
-                    call.body,
-                    call.callback_url,
-                    now
-                ],
-            )
-            .map_err(Error::db("record call"))?;
+        let inserted = insert(&conn, call, now_ms(), "ON CONFLICT(id) DO NOTHING").map_err(Error::db("record call"))?;
         if inserted == 1 {
             return Ok(true);
         }
@@ -164,6 +146,21 @@ impl Store {
             .query_row("SELECT function FROM calls WHERE id = ?1", params![call.id.as_str()], |r| r.get(0))
             .map_err(Error::db("read call"))?;
         if owner == call.function { Ok(false) } else { Err(Error::CallIdTaken { id: call.id.to_string() }) }
+    }
+
+    /// Records several accepted calls in one transaction (the deliveries of one event):
+    /// all are on disk when this returns, or none is.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub fn enqueue_all(&self, calls: &[NewCall]) -> Result<()> {
+        let now = now_ms();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(Error::db("begin enqueue"))?;
+        for call in calls {
+            insert(&tx, call, now, "").map_err(Error::db("record call"))?;
+        }
+        tx.commit().map_err(Error::db("commit enqueue"))
     }
 
     /// Takes the due queued calls, oldest due first, that `take` accepts (it is asked per
@@ -318,6 +315,18 @@ impl Store {
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(Error::db("count calls"))
     }
+}
+
+/// Inserts `call`, queued and due at `now`; `on_conflict` is appended to the statement.
+fn insert(conn: &Connection, call: &NewCall, now: i64, on_conflict: &str) -> rusqlite::Result<usize> {
+    let headers = serde_json::to_string(&call.headers).unwrap_or_else(|_| "[]".to_owned());
+    conn.execute(
+        &format!(
+            "INSERT INTO calls (id, function, method, path, headers_json, body, callback_url, status, attempts,
+             accepted_ms, age_from_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?8, ?8) {on_conflict}"
+        ),
+        params![call.id.as_str(), call.function, call.method, call.path, headers, call.body, call.callback_url, now],
+    )
 }
 
 /// At start-up: attempts that were running when the last server stopped are queued
