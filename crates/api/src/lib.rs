@@ -9,6 +9,7 @@
 //! - [`name`]: [`FunctionName`], [`RevisionId`], [`CallId`] — newtypes checked on construction.
 //! - [`manifest`]: parsing and validation of `gust.toml` into [`FunctionSpec`].
 //! - [`event`]: CloudEvents over HTTP and the trigger filters that route them.
+//! - [`schedule`]: cron expressions in a time zone, for `[[triggers]]` with a `schedule`.
 //! - [`route`]: custom HTTP routes, [`RoutePattern`] (`/users/{id}`) and their conflicts.
 //! - [`traffic`]: how calls split over revisions, tags, and rollback, as pure functions.
 //! - [`quantity`]: `"30s"` durations and `"6Mi"` byte sizes as they are written in manifests.
@@ -21,6 +22,7 @@ pub mod manifest;
 pub mod name;
 pub mod quantity;
 pub mod route;
+pub mod schedule;
 pub mod traffic;
 pub mod wire;
 

@@ -576,6 +576,12 @@ impl FunctionSpec {
         }
         for t in &self.triggers {
             out.push_str("\n[[triggers]]\n");
+            if let Some(expr) = &t.schedule {
+                out.push_str(&format!("schedule = {}\n", toml_str(expr)));
+            }
+            if let Some(tz) = &t.timezone {
+                out.push_str(&format!("timezone = {}\n", toml_str(tz)));
+            }
             for (key, conditions) in
                 [("exact", &t.filter.exact), ("prefix", &t.filter.prefix), ("suffix", &t.filter.suffix)]
             {

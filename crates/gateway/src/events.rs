@@ -78,7 +78,7 @@ pub async fn route(gw: &Gateway, event: &CloudEvent, hops: u32) -> Result<usize>
         .all()
         .iter()
         .filter_map(|routing| routing.latest.as_ref())
-        .filter(|r| r.spec.triggers.iter().any(|t| t.filter.matches(event)))
+        .filter(|r| r.spec.triggers.iter().any(|t| t.schedule.is_none() && t.filter.matches(event)))
         .map(|r| NewCall {
             id: CallId::generate(),
             function: r.spec.name.to_string(),

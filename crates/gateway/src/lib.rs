@@ -11,13 +11,14 @@
 //! - [`invoke`]: a call to a function: limits, headers, call ids, timings.
 //! - [`control`]: deploy, list, describe, remove, logs, info.
 //! - [`calls`]: async calls accepted, call records, dead letters; [`dispatch`] delivers them.
-//! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers.
+//! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
 
 mod body;
 pub mod calls;
 pub mod control;
+pub mod cron;
 pub mod dispatch;
 pub mod error;
 pub mod events;

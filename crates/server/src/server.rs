@@ -120,6 +120,7 @@ impl Running {
         let reaper = tokio::spawn(supervisor.clone().run_reaper(shutdown_tx.subscribe()));
         let collector = tokio::spawn(gateway.clone().run_collector(shutdown_tx.subscribe()));
         let dispatcher = tokio::spawn(gust_gateway::dispatch::run(gateway.clone(), shutdown_tx.subscribe()));
+        let schedules = tokio::spawn(gust_gateway::cron::run(gateway.clone(), shutdown_tx.subscribe()));
         let grace = config.drain_timeout;
         let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
         stop.await;
@@ -131,7 +132,9 @@ impl Running {
         }
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         supervisor.shutdown(left).await;
-        for (task, name) in [(reaper, "reaper"), (collector, "garbage collector"), (dispatcher, "dispatcher")] {
+        for (task, name) in
+            [(reaper, "reaper"), (collector, "garbage collector"), (dispatcher, "dispatcher"), (schedules, "schedules")]
+        {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "task failed");
             }

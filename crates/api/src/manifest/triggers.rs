@@ -1,11 +1,15 @@
 //! `[[triggers]]`: CloudEvents filters on the broker (`POST /events`) that deliver
-//! matching events to the function.
+//! matching events to the function, and cron schedules that call it.
 //!
 //! ```toml
 //! [[triggers]]
 //! exact = { type = "order.created" }   # every attribute must equal its value
 //! prefix = { source = "/orders/" }     # …start with it
 //! suffix = { subject = ".png" }        # …end with it
+//!
+//! [[triggers]]
+//! schedule = "*/5 * * * *"             # cron, optionally with seconds first
+//! timezone = "Europe/Paris"            # IANA zone; UTC by default
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,11 +18,28 @@ use super::fields::Fields;
 use super::problem;
 use crate::event::Filter;
 
-/// What invokes a function besides HTTP.
+/// What invokes a function besides HTTP: events matching `filter`, or, with a
+/// `schedule`, the clock.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TriggerSpec {
-    /// The events it takes from the broker; all conditions must hold.
+    /// The events it takes from the broker; all conditions must hold. Unused by a
+    /// schedule.
+    #[serde(default)]
     pub filter: Filter,
+    /// A cron expression (checked at deploy); the trigger then fires on the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The IANA time zone the schedule is read in; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+impl TriggerSpec {
+    /// The parsed schedule of a cron trigger (`None` for an event trigger, or — never
+    /// for a deployed spec, checked at deploy — an invalid one).
+    pub fn cron(&self) -> Option<crate::schedule::Schedule> {
+        crate::schedule::Schedule::parse(self.schedule.as_deref()?, self.timezone.as_deref()).ok()
+    }
 }
 
 /// Parses `[[triggers]]`; every problem is recorded under `triggers[i].…`.
@@ -40,10 +61,34 @@ pub(super) fn parse(f: &mut Fields) -> Option<Vec<TriggerSpec>> {
             ok = false;
             continue;
         };
-        if t.remove("schedule").is_some() || t.remove("timezone").is_some() {
-            f.problems
-                .push(problem(&at("schedule"), "cron triggers are not supported by this version of gust yet".into()));
-            ok = false;
+        let schedule = t.remove("schedule");
+        let timezone = t.remove("timezone");
+        if schedule.is_some() || timezone.is_some() {
+            let mut text = |v: Option<toml::Value>, key: &str| match v {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s),
+                Some(other) => {
+                    f.problems.push(problem(&at(key), format!("must be a string, not {}", other.type_str())));
+                    None
+                }
+            };
+            let (schedule, timezone) = (text(schedule, "schedule"), text(timezone, "timezone"));
+            let Some(expr) = schedule else {
+                f.problems.push(problem(&at("schedule"), "is required with a timezone, e.g. \"0 9 * * *\"".into()));
+                ok = false;
+                continue;
+            };
+            if let Err(m) = crate::schedule::Schedule::parse(&expr, timezone.as_deref()) {
+                let key = if m.contains("time zone") { "timezone" } else { "schedule" };
+                f.problems.push(problem(&at(key), m));
+                ok = false;
+            }
+            for unknown in t.keys() {
+                f.problems
+                    .push(problem(&at(unknown), "is not a known field of a schedule (schedule, timezone)".to_owned()));
+                ok = false;
+            }
+            out.push(TriggerSpec { filter: Filter::default(), schedule: Some(expr), timezone });
             continue;
         }
         let mut filter = Filter::default();
@@ -72,7 +117,7 @@ pub(super) fn parse(f: &mut Fields) -> Option<Vec<TriggerSpec>> {
             f.problems.push(problem(&at(unknown), "is not a known field (exact, prefix, suffix)".to_owned()));
             ok = false;
         }
-        out.push(TriggerSpec { filter });
+        out.push(TriggerSpec { filter, schedule: None, timezone: None });
     }
     ok.then_some(out)
 }

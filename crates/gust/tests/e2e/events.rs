@@ -137,7 +137,8 @@ fn malformed_events_get_400_with_the_reason_and_other_methods_405() {
     let bad = manifest(
         "bad",
         "python",
-        "[[triggers]]\nexact = { Type = \"x\" }\nsorted = true\n\n[[triggers]]\nschedule = \"*/5 * * * *\"\n",
+        "[[triggers]]\nexact = { Type = \"x\" }\nsorted = true\n\n[[triggers]]\nschedule = \"*/0 * * * *\"\n\n\
+         [[triggers]]\nschedule = \"0 9 * * *\"\ntimezone = \"Mars/Olympus\"\n",
     );
     let dir = g.function("bad", &[("gust.toml", &bad), ("handler.py", "def handle(d):\n    return 1\n")]);
     let out = g.cli(&["deploy", dir.to_str().unwrap()]);
@@ -147,8 +148,26 @@ fn malformed_events_get_400_with_the_reason_and_other_methods_405() {
         "triggers[0].exact",
         "`Type` is not a CloudEvents attribute name",
         "triggers[0].sorted",
-        "triggers[1].schedule",
+        "triggers[1].schedule: `*/0 * * * *` is not a cron expression",
+        "triggers[2].timezone: `Mars/Olympus` is not a time zone",
     ] {
         assert!(err.contains(says), "{says}: {err}");
     }
+}
+
+#[test]
+fn a_schedule_calls_the_function_on_the_clock_as_async_calls() {
+    let g = gust();
+    // Every second (six fields: seconds first), in a named zone.
+    let m = manifest("ticker", "python", "[[triggers]]\nschedule = \"* * * * * *\"\ntimezone = \"Europe/Paris\"\n");
+    let py = "def handle(e, c):\n    return e.headers['x-gust-schedule'] + ' at ' + e.headers['x-gust-scheduled-at']\n";
+    g.deploy("ticker", &[("gust.toml", &m), ("handler.py", py)]);
+    let runs = results(&g, "ticker", 2);
+    assert!(runs.iter().all(|r| r.starts_with("* * * * * * at ")), "{runs:?}");
+    assert_ne!(runs[0], runs[1], "one call per run");
+    let calls = g.call("GET", "/api/v1/functions/ticker/calls", b"", &[]).json();
+    let ids: Vec<&str> = calls.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert!(ids.iter().all(|id| id.starts_with("cron-ticker-0-")), "{ids:?}");
+    let described = g.describe("ticker");
+    assert!(described["manifest"].as_str().unwrap().contains("schedule = \"* * * * * *\""), "{described}");
 }

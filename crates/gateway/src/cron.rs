@@ -1,0 +1,89 @@
+//! Cron triggers: [`run`] watches the clock and, each time a `[[triggers]]` schedule of
+//! a function's latest ready revision comes due, stores an async call to it — so a
+//! scheduled run is delivered, retried and recorded like any async call.
+//!
+//! Each run's call id is `cron-{function}-{trigger}-{epoch ms}`, so a run is stored once
+//! even if two ticks (or a restart within the same second) see it. Runs missed while gust
+//! was down are not made up, as with Knative's PingSource.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gust_api::CallId;
+use gust_store::NewCall;
+use tokio::sync::watch;
+
+use crate::Gateway;
+
+/// How often the clock is checked: schedules may name seconds.
+const TICK: Duration = Duration::from_millis(250);
+/// Runs of one trigger stored per tick at most, should the loop have fallen behind.
+const MAX_PER_TICK: usize = 10;
+
+/// Fires schedules until `shutdown` flips.
+pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut last = SystemTime::now();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+        let now = SystemTime::now();
+        let due = due_runs(&gw, last, now);
+        last = now;
+        if due.is_empty() {
+            continue;
+        }
+        let n = due.len();
+        let stored = gw
+            .with_store(move |s| {
+                for call in &due {
+                    s.enqueue(call)?;
+                }
+                Ok(())
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                tracing::debug!(runs = n, "scheduled runs queued");
+                gw.calls_ready.notify_one();
+            }
+            Err(error) => tracing::error!(%error, "could not queue scheduled runs"),
+        }
+    }
+}
+
+/// The calls for every scheduled run in `(after, now]`.
+fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<NewCall> {
+    let mut calls = Vec::new();
+    for routing in gw.registry.all() {
+        let Some(revision) = routing.latest.as_ref() else { continue };
+        for (i, trigger) in revision.spec.triggers.iter().enumerate() {
+            let Some(schedule) = trigger.cron() else { continue };
+            let mut from = after;
+            for _ in 0..MAX_PER_TICK {
+                let Some(at) = schedule.next_after(from).filter(|at| *at <= now) else { break };
+                from = at;
+                let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let name = revision.spec.name.as_str();
+                let id = format!("cron-{name}-{i}-{ms}");
+                let when = humantime::format_rfc3339_millis(at).to_string();
+                calls.push(NewCall {
+                    id: CallId::from_caller(Some(id.as_bytes())),
+                    function: name.to_owned(),
+                    method: "POST".to_owned(),
+                    path: "/".to_owned(),
+                    headers: vec![
+                        ("x-gust-schedule".to_owned(), trigger.schedule.clone().unwrap_or_default()),
+                        ("x-gust-scheduled-at".to_owned(), when),
+                    ],
+                    body: Vec::new(),
+                    callback_url: None,
+                });
+            }
+        }
+    }
+    calls
+}
