@@ -239,15 +239,17 @@ pub struct FunctionSpec {
     /// CloudEvents filters that deliver events to it (`[[triggers]]`).
     #[serde(default)]
     pub triggers: Vec<TriggerSpec>,
+    /// A topic it consumes: each message is a call, in order within a partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// A topic its results (of calls from `input`) are appended to, so functions chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// Entry point for `gust.toml` text.
 #[derive(Debug)]
 pub struct Manifest;
-
-/// Keys of the manifest that belong to later work; naming them is an error that says so
-/// rather than a silent no-op.
-const NOT_YET: [&str; 2] = ["input", "output"];
 
 impl Manifest {
     /// The name of the manifest file in a function directory.
@@ -292,12 +294,19 @@ impl Manifest {
             ok
         });
         let routes = routes(&mut f);
+        let mut topic = |key: &str| match f.string(key, false) {
+            None => Some(None),
+            Some(t) => match FunctionName::new(&t) {
+                Ok(_) => Some(Some(t)),
+                Err(e) => {
+                    f.problem(key, format!("is not a valid topic name: {e}"));
+                    None
+                }
+            },
+        };
+        let input = topic("input");
+        let output = topic("output");
         let triggers = triggers::parse(&mut f);
-        for key in NOT_YET {
-            if f.table.remove(key).is_some() {
-                f.problem(key, "is not supported by this version of gust yet".to_owned());
-            }
-        }
         let limits_table = f.table("limits");
         let scale_table = f.table("scale");
         let async_table = f.table("async");
@@ -448,6 +457,8 @@ impl Manifest {
                 routes: routes?,
                 delivery: delivery?,
                 triggers: triggers?,
+                input: input?,
+                output: output?,
             })
         })();
         spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
@@ -529,6 +540,11 @@ impl FunctionSpec {
         }
         if let Some(b) = &self.build {
             out.push_str(&format!("build = {}\n", toml_str(b)));
+        }
+        for (key, topic) in [("input", &self.input), ("output", &self.output)] {
+            if let Some(t) = topic {
+                out.push_str(&format!("{key} = {}\n", toml_str(t)));
+            }
         }
         if !self.env.is_empty() {
             out.push_str("\n[env]\n");

@@ -91,6 +91,7 @@ pub async fn deploy(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Respons
     };
     let mut staged = gw.with_store(move |s| s.stage(&bytes[..])).await?;
     staged.traffic = intent;
+    check_topics(gw, &staged.spec).await?;
     let plan = build::plan(&staged.spec, staged.dir(), staged.source_digest.as_str(), gw.supervisor.interpreters())?;
     let (events_tx, mut events_rx) = mpsc::channel::<build::Event>(256);
     if !streamed {
@@ -217,6 +218,30 @@ async fn finish_deploy(
         build: build_info,
     };
     Ok((resp, outcome.changed))
+}
+
+/// The topics a manifest names as `input` and `output` must exist before it deploys.
+async fn check_topics(gw: &Gateway, spec: &gust_api::FunctionSpec) -> Result<()> {
+    let named: Vec<(&'static str, String)> = [("input", &spec.input), ("output", &spec.output)]
+        .into_iter()
+        .filter_map(|(k, t)| Some((k, t.clone()?)))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = gw.with_store(|s| s.topics()).await?.into_iter().map(|t| t.name).collect();
+    let problems: Vec<gust_api::Problem> = named
+        .into_iter()
+        .filter(|(_, t)| !known.contains(t))
+        .map(|(field, t)| gust_api::Problem {
+            field: field.to_owned(),
+            message: format!("topic `{t}` does not exist; create it first with `gust topic create {t}`"),
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(gust_store::Error::from(gust_api::Error::InvalidManifest { problems }).into())
 }
 
 fn event_line(event: &DeployEvent) -> Bytes {

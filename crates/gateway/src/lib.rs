@@ -11,6 +11,7 @@
 //! - [`invoke`]: a call to a function: limits, headers, call ids, timings.
 //! - [`control`]: deploy, list, describe, remove, logs, info.
 //! - [`calls`]: async calls accepted, call records, dead letters; [`dispatch`] delivers them.
+//! - [`topics`]: partitioned logs, publishing, and the consumers of `input` topics.
 //! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod router;
 pub mod routes;
 mod server;
+pub mod topics;
 
 pub use error::{Error, Result};
 pub use registry::Registry;

@@ -65,6 +65,16 @@ pub enum Api<'a> {
     Redrive(&'a str),
     /// `POST /api/v1/functions/{name}/dlq/purge` with an optional `{"id"}`.
     Purge(&'a str),
+    /// `GET /api/v1/topics`.
+    Topics,
+    /// `POST /api/v1/topics` with `{name, partitions, retention, retention_bytes}`.
+    CreateTopic,
+    /// `GET /api/v1/topics/{name}`.
+    Topic(&'a str),
+    /// `DELETE /api/v1/topics/{name}`.
+    RemoveTopic(&'a str),
+    /// `POST /api/v1/topics/{name}/messages[?key=K][&reply=true]`.
+    Publish(&'a str),
     /// `GET /api/v1/routes`.
     Routes,
     /// `POST /api/v1/routes` with `{method, path, function}`.
@@ -127,11 +137,31 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             Method::DELETE => Route::Api(Api::RemoveRoute),
             _ => Route::MethodNotAllowed { allow: "GET, POST, DELETE" },
         },
+        "/api/v1/topics" | "/api/v1/topics/" => match *method {
+            Method::GET => Route::Api(Api::Topics),
+            Method::POST => Route::Api(Api::CreateTopic),
+            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+        },
         "/api/v1/functions" | "/api/v1/functions/" => match *method {
             Method::GET => Route::Api(Api::List),
             Method::POST => Route::Api(Api::Deploy),
             _ => Route::MethodNotAllowed { allow: "GET, POST" },
         },
+        _ if path.starts_with("/api/v1/topics/") => {
+            let rest = path["/api/v1/topics/".len()..].trim_end_matches('/');
+            match rest.split_once('/') {
+                None if !rest.is_empty() => match *method {
+                    Method::GET => Route::Api(Api::Topic(rest)),
+                    Method::DELETE => Route::Api(Api::RemoveTopic(rest)),
+                    _ => Route::MethodNotAllowed { allow: "GET, DELETE" },
+                },
+                Some((name, "messages")) if !name.is_empty() => match *method {
+                    Method::POST => Route::Api(Api::Publish(name)),
+                    _ => Route::MethodNotAllowed { allow: "POST" },
+                },
+                _ => Route::NotFound,
+            }
+        }
         _ => {
             let Some(rest) = path.strip_prefix("/api/v1/functions/") else { return Route::NotFound };
             let rest = rest.trim_end_matches('/');
@@ -211,6 +241,13 @@ mod tests {
             (Method::POST, "/api/v1/functions/hello/dlq/redrive", Route::Api(Api::Redrive("hello"))),
             (Method::POST, "/api/v1/functions/hello/dlq/purge", Route::Api(Api::Purge("hello"))),
             (Method::GET, "/api/v1/functions/hello/dlq/purge", Route::MethodNotAllowed { allow: "POST" }),
+            (Method::GET, "/api/v1/topics", Route::Api(Api::Topics)),
+            (Method::POST, "/api/v1/topics", Route::Api(Api::CreateTopic)),
+            (Method::GET, "/api/v1/topics/numbers", Route::Api(Api::Topic("numbers"))),
+            (Method::DELETE, "/api/v1/topics/numbers", Route::Api(Api::RemoveTopic("numbers"))),
+            (Method::POST, "/api/v1/topics/numbers/messages", Route::Api(Api::Publish("numbers"))),
+            (Method::GET, "/api/v1/topics/numbers/messages", Route::MethodNotAllowed { allow: "POST" }),
+            (Method::GET, "/api/v1/topics/numbers/other", Route::NotFound),
             (Method::GET, "/", Route::NotFound),
             (Method::GET, "/functionx/a", Route::NotFound),
         ];

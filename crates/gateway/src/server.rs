@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::registry::Routing;
 use crate::router::{Api, Route, route};
-use crate::{Error, Registry, calls, control, events, invoke, routes};
+use crate::{Error, Registry, calls, control, events, invoke, routes, topics};
 
 /// How the gateway runs (from flags and environment, not from manifests).
 #[derive(Debug, Clone)]
@@ -68,6 +68,10 @@ pub struct Gateway {
     pub shutdown: watch::Receiver<bool>,
     /// Wakes the async-call dispatcher: a call was accepted, redriven or finished.
     pub calls_ready: tokio::sync::Notify,
+    /// Wakes idle topic consumers: a message was published.
+    pub topic_published: tokio::sync::Notify,
+    /// Consumers' answers for publishers waiting for a reply.
+    pub replies: std::sync::Mutex<crate::topics::Replies>,
 }
 
 impl Gateway {
@@ -91,9 +95,9 @@ impl Gateway {
             .map_err(|e| Error::Internal(format!("store task failed: {e}")))??)
     }
 
-    /// Forgets revisions out of service past the retention, and code no revision uses;
-    /// revisions with a pool (serving, draining, being checked) stay. A failure is
-    /// logged: the next deploy or tick tries again.
+    /// Forgets revisions out of service past the retention, and code no revision uses
+    /// (revisions with a pool — serving, draining, being checked — stay), and trims
+    /// topics by age. A failure is logged: the next deploy or tick tries again.
     pub async fn collect_garbage(&self) {
         let supervisor = self.supervisor.clone();
         let retention = self.config.retention;
@@ -101,6 +105,12 @@ impl Gateway {
         match self.with_store(move |s| s.collect_garbage(retention, now, |r| supervisor.has_pool(r))).await {
             Ok(collected) => self.supervisor.forget_code(&collected.code_dirs),
             Err(error) => tracing::warn!(%error, "revision garbage collection failed"),
+        }
+        // Topics' retention by age (size is applied at each publish).
+        match self.with_store(Store::trim_topics).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "trimmed topics"),
+            Err(error) => tracing::warn!(%error, "trimming topics failed"),
         }
     }
 
@@ -205,6 +215,11 @@ impl Gateway {
                     Api::Calls(name) => calls::list(&self, name, req.uri().query()).await,
                     Api::Redrive(name) => calls::dead_letters(&self, name, req, false).await,
                     Api::Purge(name) => calls::dead_letters(&self, name, req, true).await,
+                    Api::Topics => topics::list(&self).await,
+                    Api::CreateTopic => topics::create(&self, req).await,
+                    Api::Topic(name) => topics::describe(&self, name).await,
+                    Api::RemoveTopic(name) => topics::remove(&self, name).await,
+                    Api::Publish(name) => topics::publish(&self, name, req).await,
                     Api::Routes => routes::list(&self),
                     Api::CreateRoute => routes::create(&self, req).await,
                     Api::RemoveRoute => routes::remove(&self, req.uri().query()).await,

@@ -9,6 +9,7 @@ mod ls;
 mod new;
 mod rm;
 mod route;
+mod topic;
 mod traffic;
 mod up;
 
@@ -61,6 +62,10 @@ enum Command {
     Calls(calls::Calls),
     /// List, show, redrive or purge a function's dead-lettered async calls.
     Dlq(calls::Dlq),
+    /// Create, list, describe or remove topics.
+    Topic(topic::Topic),
+    /// Append a message to a topic (and, with --reply, print the consumer's answer).
+    Publish(topic::Publish),
 }
 
 /// A configuration or usage problem (exit code 64, as `EX_USAGE`).
@@ -86,6 +91,8 @@ impl Cli {
             Command::Rollback(c) => c.run(&client()?).await,
             Command::Calls(c) => c.run(&client()?).await,
             Command::Dlq(c) => c.run(&client()?).await,
+            Command::Topic(c) => c.run(&client()?).await,
+            Command::Publish(c) => c.run(&client()?).await,
         }
     }
 }

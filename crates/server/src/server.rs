@@ -82,6 +82,8 @@ impl Server {
             config: config.gateway.clone(),
             shutdown: shutdown_rx,
             calls_ready: tokio::sync::Notify::new(),
+            topic_published: tokio::sync::Notify::new(),
+            replies: std::sync::Mutex::default(),
         });
         for serving in loaded {
             let function = serving.function.to_string();
@@ -121,6 +123,7 @@ impl Running {
         let collector = tokio::spawn(gateway.clone().run_collector(shutdown_tx.subscribe()));
         let dispatcher = tokio::spawn(gust_gateway::dispatch::run(gateway.clone(), shutdown_tx.subscribe()));
         let schedules = tokio::spawn(gust_gateway::cron::run(gateway.clone(), shutdown_tx.subscribe()));
+        let consumers = tokio::spawn(gust_gateway::topics::run(gateway.clone(), shutdown_tx.subscribe()));
         let grace = config.drain_timeout;
         let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
         stop.await;
@@ -132,9 +135,13 @@ impl Running {
         }
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         supervisor.shutdown(left).await;
-        for (task, name) in
-            [(reaper, "reaper"), (collector, "garbage collector"), (dispatcher, "dispatcher"), (schedules, "schedules")]
-        {
+        for (task, name) in [
+            (reaper, "reaper"),
+            (collector, "garbage collector"),
+            (dispatcher, "dispatcher"),
+            (schedules, "schedules"),
+            (consumers, "topic consumers"),
+        ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "task failed");
             }

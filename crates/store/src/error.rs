@@ -63,6 +63,18 @@ pub enum Error {
         /// The route asked for.
         route: String,
     },
+    /// No topic of that name exists.
+    #[error("topic `{topic}` not found; create it with `gust topic create {topic}`")]
+    TopicNotFound {
+        /// The name asked for.
+        topic: String,
+    },
+    /// A topic of that name exists already.
+    #[error("topic `{topic}` exists already")]
+    TopicExists {
+        /// The name.
+        topic: String,
+    },
     /// A caller's `X-Call-Id` already names a call of another function.
     #[error("call id `{id}` is already taken by another function's call; send a new one or none")]
     CallIdTaken {

@@ -24,4 +24,5 @@ pub use revision::{DeployOutcome, Revision, Serving};
 pub use store::calls::{Attempted, CallResult, CallStatus, NewCall, StoredCall};
 pub use store::retention::{Collected, Retention};
 pub use store::routes::{RouteOrigin, StoredRoute};
+pub use store::topics::{Message, PartitionState, TopicInfo};
 pub use store::{Built, DeployTraffic, Staged, Store};

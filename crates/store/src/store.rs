@@ -80,6 +80,39 @@ CREATE TABLE calls (
 CREATE INDEX calls_due ON calls (status, next_ms);
 CREATE INDEX calls_by_function ON calls (function, accepted_ms);
 ",
+    // Topics: partitioned logs, the next offset of each partition (kept when old
+    // messages are trimmed), and each consumer's committed offsets.
+    r"
+CREATE TABLE topics (
+    name            TEXT PRIMARY KEY,
+    partitions      INTEGER NOT NULL,
+    retention_ms    INTEGER NOT NULL,
+    retention_bytes INTEGER NOT NULL,
+    created_at_ms   INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    topic        TEXT NOT NULL,
+    partition    INTEGER NOT NULL,
+    offset       INTEGER NOT NULL,
+    key          TEXT,
+    body         BLOB NOT NULL,
+    published_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+);
+CREATE TABLE partition_ends (
+    topic     TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+CREATE TABLE offsets (
+    function  TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (function, topic, partition)
+);
+",
 ];
 
 /// The longest failure text kept for a revision: enough for a traceback's tail.
@@ -718,3 +751,4 @@ pub(crate) mod retention;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;
+pub(crate) mod topics;

@@ -85,7 +85,7 @@ fn every_problem_is_listed_with_its_field() {
 name = "Bad_Name"
 runtime = "cobol"
 colour = "blue"
-input = "numbers"
+input = "Not A Topic"
 build = ""
 
 [env]

@@ -17,6 +17,7 @@ mod releases;
 mod routes;
 mod runtimes;
 mod scaling;
+mod topics;
 
 use gust_test_support::Gust;
 

@@ -205,31 +205,25 @@ impl Store {
     /// # Errors
     /// [`Error::Database`].
     pub fn attempted(&self, id: &CallId, a: &Attempted) -> Result<()> {
+        attempted(&self.lock(), id, a)
+    }
+
+    /// Records a call that already ran and failed for good (a topic message out of
+    /// retries): dead at once, with one attempt and `a`'s answer, never queued. Recording
+    /// it again (after a crash) changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub fn bury(&self, call: &NewCall, a: &Attempted) -> Result<()> {
         let now = now_ms();
-        let (status, next, ended) = match a.retry_at_ms {
-            Some(due) => (CallStatus::Queued, due, None),
-            None => (a.status, now, Some(now)),
-        };
-        let r = a.result.as_ref();
-        self.lock()
-            .execute(
-                "UPDATE calls SET status = ?2, next_ms = ?3, ended_ms = ?4, revision = ?5, cold_start = ?6,
-                 result_status = ?7, result_headers_json = ?8, result_body = ?9, error = ?10 WHERE id = ?1",
-                params![
-                    id.as_str(),
-                    status.as_str(),
-                    next,
-                    ended,
-                    a.revision,
-                    a.cold_start,
-                    r.map(|r| r.status),
-                    r.map(|r| serde_json::to_string(&r.headers).unwrap_or_else(|_| "[]".to_owned())),
-                    r.map(|r| r.body.clone()),
-                    a.error
-                ],
-            )
-            .map_err(Error::db("record attempt"))?;
-        Ok(())
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(Error::db("begin dead letter"))?;
+        if insert(&tx, call, now, "ON CONFLICT(id) DO NOTHING").map_err(Error::db("record call"))? == 1 {
+            tx.execute("UPDATE calls SET attempts = 1, started_ms = ?2 WHERE id = ?1", params![call.id.as_str(), now])
+                .map_err(Error::db("record call"))?;
+            attempted(&tx, &call.id, &Attempted { retry_at_ms: None, status: CallStatus::Dead, ..a.clone() })?;
+        }
+        tx.commit().map_err(Error::db("commit dead letter"))
     }
 
     /// One call by id.
@@ -315,6 +309,34 @@ impl Store {
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(Error::db("count calls"))
     }
+}
+
+/// Records how an attempt ended (see [`Store::attempted`]).
+fn attempted(conn: &Connection, id: &CallId, a: &Attempted) -> Result<()> {
+    let now = now_ms();
+    let (status, next, ended) = match a.retry_at_ms {
+        Some(due) => (CallStatus::Queued, due, None),
+        None => (a.status, now, Some(now)),
+    };
+    let r = a.result.as_ref();
+    conn.execute(
+        "UPDATE calls SET status = ?2, next_ms = ?3, ended_ms = ?4, revision = ?5, cold_start = ?6,
+                 result_status = ?7, result_headers_json = ?8, result_body = ?9, error = ?10 WHERE id = ?1",
+        params![
+            id.as_str(),
+            status.as_str(),
+            next,
+            ended,
+            a.revision,
+            a.cold_start,
+            r.map(|r| r.status),
+            r.map(|r| serde_json::to_string(&r.headers).unwrap_or_else(|_| "[]".to_owned())),
+            r.map(|r| r.body.clone()),
+            a.error
+        ],
+    )
+    .map_err(Error::db("record attempt"))?;
+    Ok(())
 }
 
 /// Inserts `call`, queued and due at `now`; `on_conflict` is appended to the statement.

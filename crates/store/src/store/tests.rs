@@ -310,3 +310,51 @@ fn async_calls_are_claimed_retried_dead_lettered_redriven_and_survive_a_reopen()
     assert!(store.call("c1").unwrap().is_none());
     assert_eq!(store.calls("g", None, 10).unwrap().len(), 1);
 }
+
+#[test]
+fn topics_keep_order_per_key_commit_offsets_and_trim_by_age_and_size() {
+    use crate::TopicInfo;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let t = TopicInfo { name: "numbers".into(), partitions: 4, retention_ms: 3_600_000, retention_bytes: 10 };
+    store.create_topic(&t).unwrap();
+    assert!(matches!(store.create_topic(&t), Err(Error::TopicExists { .. })));
+    assert!(matches!(store.publish("nope", None, b"x", 0), Err(Error::TopicNotFound { .. })));
+
+    // One key, one partition, offsets in order.
+    let placed: Vec<(u32, i64)> =
+        (0..3).map(|i| store.publish("numbers", Some("k"), &[b'0' + i], 7).unwrap()).collect();
+    let p = placed[0].0;
+    assert!(placed.iter().all(|(q, _)| *q == p));
+    assert_eq!(placed.iter().map(|(_, o)| *o).collect::<Vec<_>>(), [0, 1, 2]);
+    let other = store.publish("numbers", None, b"z", p + 5).unwrap().0;
+    assert_eq!(other, (p + 1) % 4, "no key: the fallback, modulo the partitions");
+
+    // A consumer reads from its committed offset on.
+    assert_eq!(store.committed("sq", "numbers", p).unwrap(), 0);
+    let m = store.next_message("numbers", p, 0).unwrap().unwrap();
+    assert_eq!((m.offset, m.body.as_slice(), m.key.as_deref()), (0, &b"0"[..], Some("k")));
+    store.commit_offset("sq", "numbers", p, 1).unwrap();
+    store.commit_offset("sq", "numbers", p, 0).unwrap();
+    assert_eq!(store.committed("sq", "numbers", p).unwrap(), 1, "offsets never go back");
+    assert_eq!(store.next_message("numbers", p, 3).unwrap().map(|m| m.offset), None);
+
+    // Size: 12 bytes of 1-byte bodies against a 10-byte cap keeps the newest 10.
+    for i in 0..9 {
+        store.publish("numbers", Some("k"), &[b'a' + i], 0).unwrap();
+    }
+    let state = store.partitions("numbers").unwrap().into_iter().find(|s| s.partition == p).unwrap();
+    assert_eq!((state.start, state.end), (2, 12));
+    // Age: with no age left, all but the newest go; offsets continue where they were.
+    let short = TopicInfo { name: "brief".into(), partitions: 1, retention_ms: -1, retention_bytes: 1 << 20 };
+    store.create_topic(&short).unwrap();
+    for _ in 0..3 {
+        store.publish("brief", None, b"x", 0).unwrap();
+    }
+    store.trim_topics().unwrap();
+    assert_eq!(store.partitions("brief").unwrap()[0], crate::PartitionState { partition: 0, end: 3, start: 2 });
+    store.remove_topic("brief").unwrap();
+    assert!(matches!(store.topic("brief"), Err(Error::TopicNotFound { .. })));
+    store.create_topic(&short).unwrap();
+    assert_eq!(store.publish("brief", None, b"x", 0).unwrap(), (0, 0), "a new topic of the same name starts over");
+}
