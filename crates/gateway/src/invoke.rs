@@ -13,7 +13,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
-use crate::{Error, Gateway};
+use gust_store::SyncRecord;
+
+use crate::{Error, Gateway, call_log};
 
 /// The call id header, read from callers and set on every answer.
 pub const CALL_ID: &str = "x-call-id";
@@ -50,7 +52,11 @@ pub struct Target<'a> {
 pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
     let function = target.function;
     let arrived = tokio::time::Instant::now();
+    let arrived_ms = now_ms();
     let call = CallId::from_caller(req.headers().get(&X_CALL_ID).map(HeaderValue::as_bytes));
+    let method = req.method().to_string();
+    let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let mut error_text = None;
     let mut resp = match forward(gw, peer, &target, &call, arrived, req).await {
         Ok(resp) => {
             if resp.status().is_server_error() {
@@ -69,9 +75,26 @@ pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Req
                 tracing::debug!(function, call_id = %call, %error, "call failed");
                 gw.supervisor.record_error(function, &call, status.as_u16(), &error.to_string());
             }
+            error_text = Some(error.to_string());
             error.into_response(Some(&call))
         }
     };
+    let ext = resp.extensions();
+    call_log::send(
+        gw,
+        SyncRecord {
+            id: call.clone(),
+            function: function.to_owned(),
+            method,
+            path,
+            status: resp.status().as_u16(),
+            error: error_text,
+            arrived_ms,
+            answered_ms: now_ms(),
+            revision: ext.get::<gust_api::RevisionId>().map(ToString::to_string),
+            cold_start: ext.get::<gust_runtime::ColdStart>().map(|c| c.0),
+        },
+    );
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(call.as_str()) {
         h.insert(X_CALL_ID, v);
@@ -123,7 +146,14 @@ async fn forward(
     let deadline = arrived + spec.limits.timeout;
     let mut resp = gw.supervisor.call(&revision, call, Request::from_parts(parts, body), deadline, exceeded).await?;
     strip(resp.headers_mut(), |_| false);
+    resp.extensions_mut().insert(revision.id.clone());
     Ok(resp)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {

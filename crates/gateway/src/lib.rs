@@ -17,6 +17,7 @@
 //! - [`error`]: every error → status code and JSON body, in one place.
 
 mod body;
+pub mod call_log;
 pub mod calls;
 pub mod control;
 pub mod cron;

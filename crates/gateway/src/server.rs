@@ -32,6 +32,8 @@ pub struct GatewayConfig {
     pub domain: Option<String>,
     /// How long revisions out of service are kept ([`Retention`], Knative's defaults).
     pub retention: Retention,
+    /// How long the records of succeeded and failed calls are kept. Default 24 h.
+    pub call_retention: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +43,7 @@ impl Default for GatewayConfig {
             header_timeout: Duration::from_secs(30),
             domain: None,
             retention: Retention::default(),
+            call_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -72,6 +75,10 @@ pub struct Gateway {
     pub topic_published: tokio::sync::Notify,
     /// Consumers' answers for publishers waiting for a reply.
     pub replies: std::sync::Mutex<crate::topics::Replies>,
+    /// Records of answered sync calls, for the writer ([`crate::call_log`]).
+    pub call_log: tokio::sync::mpsc::Sender<gust_store::SyncRecord>,
+    /// Sync call records dropped because the writer fell behind.
+    pub calls_unrecorded: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -105,6 +112,15 @@ impl Gateway {
         match self.with_store(move |s| s.collect_garbage(retention, now, |r| supervisor.has_pool(r))).await {
             Ok(collected) => self.supervisor.forget_code(&collected.code_dirs),
             Err(error) => tracing::warn!(%error, "revision garbage collection failed"),
+        }
+        let kept = i64::try_from(self.config.call_retention.as_millis()).unwrap_or(i64::MAX);
+        let before = i64::try_from(now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()))
+            .unwrap_or(i64::MAX)
+            .saturating_sub(kept);
+        match self.with_store(move |s| s.prune_calls(before)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(calls = n, "pruned call records"),
+            Err(error) => tracing::warn!(%error, "pruning call records failed"),
         }
         // Topics' retention by age (size is applied at each publish).
         match self.with_store(Store::trim_topics).await {

@@ -26,6 +26,8 @@ pub struct Running {
     supervisor: Arc<Supervisor>,
     shutdown_tx: watch::Sender<bool>,
     config: Config,
+    /// Records of answered sync calls, for their writer.
+    call_log: tokio::sync::mpsc::Receiver<gust_store::SyncRecord>,
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
 }
@@ -73,6 +75,7 @@ impl Server {
             isolation: gust_runtime::isolation::detect(),
             interpreters: describe(&interpreters),
         };
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(gust_gateway::call_log::BACKLOG);
         let gateway = Arc::new(Gateway {
             store,
             supervisor: supervisor.clone(),
@@ -84,6 +87,8 @@ impl Server {
             calls_ready: tokio::sync::Notify::new(),
             topic_published: tokio::sync::Notify::new(),
             replies: std::sync::Mutex::default(),
+            call_log: log_tx,
+            calls_unrecorded: std::sync::atomic::AtomicU64::new(0),
         });
         for serving in loaded {
             let function = serving.function.to_string();
@@ -99,7 +104,7 @@ impl Server {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .map_err(|source| Error::Write { path: path.clone(), source })?;
         }
-        Ok(Running { listener, gateway, supervisor, shutdown_tx, config, addr })
+        Ok(Running { listener, gateway, supervisor, shutdown_tx, config, call_log: log_rx, addr })
     }
 }
 
@@ -117,13 +122,14 @@ impl Running {
     /// Serves until `stop` resolves, then drains: stop accepting, let calls in flight
     /// finish (up to the drain timeout), stop every instance.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-        let Running { listener, gateway, supervisor, shutdown_tx, config, .. } = self;
+        let Running { listener, gateway, supervisor, shutdown_tx, config, call_log, .. } = self;
         let shutdown_rx = shutdown_tx.subscribe();
         let reaper = tokio::spawn(supervisor.clone().run_reaper(shutdown_tx.subscribe()));
         let collector = tokio::spawn(gateway.clone().run_collector(shutdown_tx.subscribe()));
         let dispatcher = tokio::spawn(gust_gateway::dispatch::run(gateway.clone(), shutdown_tx.subscribe()));
         let schedules = tokio::spawn(gust_gateway::cron::run(gateway.clone(), shutdown_tx.subscribe()));
         let consumers = tokio::spawn(gust_gateway::topics::run(gateway.clone(), shutdown_tx.subscribe()));
+        let records = tokio::spawn(gust_gateway::call_log::run(gateway.clone(), call_log, shutdown_tx.subscribe()));
         let grace = config.drain_timeout;
         let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
         stop.await;
@@ -141,6 +147,7 @@ impl Running {
             (dispatcher, "dispatcher"),
             (schedules, "schedules"),
             (consumers, "topic consumers"),
+            (records, "call records"),
         ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "task failed");

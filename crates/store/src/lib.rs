@@ -21,7 +21,7 @@ pub(crate) mod store;
 pub use archive::{ArchiveLimits, Digest};
 pub use error::{Error, Result};
 pub use revision::{DeployOutcome, Revision, Serving};
-pub use store::calls::{Attempted, CallResult, CallStatus, NewCall, StoredCall};
+pub use store::calls::{Attempted, CallResult, CallStatus, NewCall, StoredCall, SyncRecord};
 pub use store::retention::{Collected, Retention};
 pub use store::routes::{RouteOrigin, StoredRoute};
 pub use store::topics::{Message, PartitionState, TopicInfo};

@@ -77,7 +77,7 @@ CREATE TABLE calls (
     result_body         BLOB,
     error               TEXT
 );
-CREATE INDEX calls_due ON calls (status, next_ms);
+CREATE INDEX calls_due ON calls (next_ms) WHERE status = 'queued';
 CREATE INDEX calls_by_function ON calls (function, accepted_ms);
 ",
     // Topics: partitioned logs, the next offset of each partition (kept when old

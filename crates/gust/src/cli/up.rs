@@ -58,6 +58,10 @@ pub(crate) struct Up {
     /// (Knative's max-non-active-revisions).
     #[arg(long, env = "GUST_REVISION_MAX", default_value_t = 1000)]
     revision_max: u32,
+    /// How long records of succeeded and failed calls (sync and async) are kept, e.g.
+    /// "24h"; dead-lettered calls stay until redriven or purged.
+    #[arg(long, env = "GUST_CALL_RETENTION", default_value = "24h")]
+    call_retention: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -108,6 +112,9 @@ impl Up {
             ));
         }
         let retention = gust_server::config::Retention { keep: self.revision_keep, max_age, max: self.revision_max };
+        let call_retention = parse_duration(&self.call_retention)
+            .map_err(|e| problems.push(format!("--call-retention: {e}")))
+            .unwrap_or(Duration::from_secs(24 * 3600));
         let data = match &self.data {
             Some(d) => d.clone(),
             None => match std::env::var_os("HOME") {
@@ -134,7 +141,10 @@ impl Up {
                 java: self.java.clone(),
                 path_var: std::env::var("PATH").ok(),
             },
-            gateway: gust_gateway_config(max_upload, self.domain.clone(), retention),
+            gateway: gust_server::config::GatewayConfig {
+                call_retention,
+                ..gust_gateway_config(max_upload, self.domain.clone(), retention)
+            },
             pools,
         })
     }

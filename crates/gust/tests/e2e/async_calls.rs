@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 
 use gust_test_support::{Gust, eventually, signal};
 
-use crate::{gust, manifest};
+use crate::{gust, gust_env, manifest};
 
 /// `GET /calls/ID` as JSON.
 fn call(g: &Gust, id: &str) -> serde_json::Value {
@@ -256,4 +256,45 @@ fn after_a_sigkill_every_accepted_call_completes() {
     assert_eq!(done.as_array().unwrap().len(), 300);
     // Calls running at the kill ran again: visible as a second attempt, never lost.
     assert!(retried <= 4, "at most the calls in flight at the kill (async.concurrency = 4): {retried}");
+}
+
+#[test]
+fn a_sync_calls_id_finds_its_record_until_the_retention_passes() {
+    let g = gust_env(&[("GUST_CALL_RETENTION", "0s")]);
+    let py = "def handle(e, c):\n    print('sync', e.body)\n    if e.body == 'boom':\n        raise ValueError('no')\n    return 'ok'\n";
+    g.deploy("direct", &[("gust.toml", &manifest("direct", "python", "")), ("handler.py", py)]);
+    let ok = g.post("direct", "fine");
+    let id = ok.header("x-call-id").unwrap().to_owned();
+    let rec = eventually("the sync call's record", || {
+        let r = g.call("GET", &format!("/calls/{id}"), b"", &[]);
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!((rec["status"].as_str(), rec["result"]["status"].as_u64()), (Some("succeeded"), Some(200)), "{rec}");
+    assert_eq!((rec["revision"].as_str(), rec["attempts"].as_u64()), (Some("direct-00001"), Some(1)), "{rec}");
+    assert!(rec["cold_start"].is_boolean(), "{rec}");
+    assert_eq!(rec["logs"][0]["line"], "sync fine", "{rec}");
+    let bad = g.post("direct", "boom");
+    assert_eq!(bad.status, 500);
+    let bad_id = bad.header("x-call-id").unwrap().to_owned();
+    let rec = eventually("the failed call's record", || {
+        let r = g.call("GET", &format!("/calls/{bad_id}"), b"", &[]);
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!((rec["status"].as_str(), rec["result"]["status"].as_u64()), (Some("failed"), Some(500)), "{rec}");
+    // gust's own answers are recorded too, with its message.
+    let missing = g.call("POST", "/function/direct@nope", b"", &[]);
+    let missing_id = missing.header("x-call-id").unwrap().to_owned();
+    let rec = eventually("the refused call's record", || {
+        let r = g.call("GET", &format!("/calls/{missing_id}"), b"", &[]);
+        (r.status == 200).then(|| r.json())
+    });
+    assert!(rec["error"].as_str().unwrap().contains("no tag `nope`"), "{rec}");
+    assert!(g.cli_ok(&["calls", "direct"]).contains(&id));
+
+    // With no retention, the next collection (a deploy runs one) forgets them.
+    g.deploy(
+        "other",
+        &[("gust.toml", &manifest("other", "python", "")), ("handler.py", "def handle(d):\n    return 1\n")],
+    );
+    eventually("the records to go", || (g.call("GET", &format!("/calls/{id}"), b"", &[]).status == 404).then_some(()));
 }

@@ -107,6 +107,31 @@ pub struct CallResult {
     pub body: Vec<u8>,
 }
 
+/// A sync call as it is recorded once answered: no request or answer body is kept.
+#[derive(Debug, Clone)]
+pub struct SyncRecord {
+    /// Its id (the `X-Call-Id` of its answer).
+    pub id: CallId,
+    /// The function called.
+    pub function: String,
+    /// Method and path (with query) as called.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// gust's error message, when gust answered instead of the function.
+    pub error: Option<String>,
+    /// When it arrived and when its answer began (ms since the epoch).
+    pub arrived_ms: i64,
+    /// When its answer began.
+    pub answered_ms: i64,
+    /// The revision it ran on.
+    pub revision: Option<String>,
+    /// Whether it waited for an instance to start.
+    pub cold_start: Option<bool>,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub struct Attempted {
@@ -161,6 +186,45 @@ impl Store {
             insert(&tx, call, now, "").map_err(Error::db("record call"))?;
         }
         tx.commit().map_err(Error::db("commit enqueue"))
+    }
+
+    /// Records answered sync calls, in one transaction: `succeeded` below status 400,
+    /// `failed` from it. An id already recorded (a caller reusing its `X-Call-Id`) keeps
+    /// its first record.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub fn record_sync(&self, calls: &[SyncRecord]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(Error::db("begin call records"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO calls (id, function, method, path, headers_json, body, status, attempts, accepted_ms,
+                     age_from_ms, next_ms, started_ms, ended_ms, revision, cold_start, result_status, error)
+                     VALUES (?1, ?2, ?3, ?4, '[]', x'', ?5, 1, ?6, ?6, ?6, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT(id) DO NOTHING",
+                )
+                .map_err(Error::db("record sync call"))?;
+            for c in calls {
+                let status = if c.status < 400 { CallStatus::Succeeded } else { CallStatus::Failed };
+                stmt.execute(params![
+                    c.id.as_str(),
+                    c.function,
+                    c.method,
+                    c.path,
+                    status.as_str(),
+                    c.arrived_ms,
+                    c.answered_ms,
+                    c.revision,
+                    c.cold_start,
+                    c.status,
+                    c.error
+                ])
+                .map_err(Error::db("record sync call"))?;
+            }
+        }
+        tx.commit().map_err(Error::db("commit call records"))
     }
 
     /// Takes the due queued calls, oldest due first, that `take` accepts (it is asked per
