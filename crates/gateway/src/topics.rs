@@ -40,6 +40,8 @@ const REPLY_WAIT: Duration = Duration::from_secs(60);
 /// How often consumers are reconciled with the functions deployed, and how long an idle
 /// consumer waits before it looks again (a publish wakes it sooner).
 const TICK: Duration = Duration::from_millis(250);
+/// How long past a retry's wait its function keeps an instance.
+const HOLD: Duration = Duration::from_secs(2);
 /// Replies kept for publishers that ask after the consumer is done.
 const KEPT_REPLIES: usize = 1024;
 
@@ -403,7 +405,8 @@ async fn consume(
             }
         };
         let Some(routing) = gw.registry.get(&function) else { return };
-        let Some(spec) = routing.latest.as_ref().map(|r| r.spec.clone()) else { return };
+        let Some(latest) = routing.latest.clone() else { return };
+        let spec = latest.spec.clone();
         let outcome = deliver(&gw, &function, &topic, &msg).await;
         let ok = matches!(&outcome.answer, Ok(r) if r.status < 400);
         let retryable = match &outcome.answer {
@@ -412,7 +415,11 @@ async fn consume(
         };
         if !ok && retryable && failures < spec.delivery.retries {
             failures += 1;
-            tokio::time::sleep(spec.delivery.wait_before(failures + 1)).await;
+            let wait = spec.delivery.wait_before(failures + 1);
+            // The message is still unconsumed: the function keeps an instance through
+            // the wait (while a call runs, its instance is busy and stays anyway).
+            gw.supervisor.hold(&latest, std::time::Instant::now() + wait + HOLD);
+            tokio::time::sleep(wait).await;
             continue;
         }
         failures = 0;

@@ -87,6 +87,9 @@ struct State {
     /// Calls that asked for a slot, and how many of them had to wait for one.
     calls: u64,
     waited: u64,
+    /// Until then at least one instance is kept: work is waiting elsewhere (a topic
+    /// consumer between retries), so the revision must not scale to zero.
+    held_until: Option<Instant>,
 }
 
 /// Concurrency (calls in flight plus calls waiting) integrated over time, so that the
@@ -241,6 +244,7 @@ impl Pool {
             pooled_starts: 0,
             calls: 0,
             waited: 0,
+            held_until: None,
         };
         Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(state), me: me.clone() })
     }
@@ -524,7 +528,8 @@ impl Pool {
         let ready = st.members.len() as u32;
         let decision = st.scaler.decide(now, ready);
         st.decision = Some(decision);
-        let desired = if st.retired || st.closed.is_some() { 0 } else { decision.desired };
+        let held = u32::from(st.held_until.is_some_and(|t| t > now));
+        let desired = if st.retired || st.closed.is_some() { 0 } else { decision.desired.max(held) };
         let mut to_stop = Vec::new();
         if ready > desired {
             // The longest idle go first; busy instances are never stopped here.
@@ -568,6 +573,12 @@ impl Pool {
             unpooled_reason: crate::instance::unpooled_reason(&self.ctx, &self.revision.spec),
             retired: st.retired,
         }
+    }
+
+    /// Keeps at least one instance until `until`, whatever the load says.
+    pub fn hold(&self, until: Instant) {
+        let mut st = self.lock();
+        st.held_until = Some(st.held_until.map_or(until, |t| t.max(until)));
     }
 
     /// The revision left service: stop instances as they go idle.

@@ -213,6 +213,13 @@ impl Supervisor {
         checked
     }
 
+    /// Keeps at least one instance of `revision` until `until` (and starts one if there
+    /// is none at the next tick): work for it is waiting, as a topic's unconsumed
+    /// messages between retries, so it must not scale to zero meanwhile.
+    pub fn hold(&self, revision: &Arc<Revision>, until: std::time::Instant) {
+        self.pool(revision).hold(until);
+    }
+
     /// Whether `revision` has a pool: it is in service, or drains calls, or is being
     /// checked. Garbage collection keeps such revisions, whose code is in use.
     pub fn has_pool(&self, revision: &RevisionId) -> bool {

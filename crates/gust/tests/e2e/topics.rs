@@ -124,3 +124,30 @@ fn after_a_sigkill_no_acknowledged_message_is_missing() {
     let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(distinct.len(), 150, "every acknowledged message consumed (duplicates allowed): {}", seen.len());
 }
+
+#[test]
+fn a_consumer_waiting_to_retry_a_message_keeps_its_function_from_scaling_to_zero() {
+    let g = gust();
+    g.cli_ok(&["topic", "create", "jobs"]);
+    let tries = g.work.join("tries");
+    // Fails twice, 2 s apart (longer than its 1 s window and no grace), then succeeds.
+    let py = format!(
+        "def handle(e, c):\n    with open({p:?}, 'a') as f:\n        f.write('x')\n    n = len(open({p:?}).read())\n    return {{'statusCode': 503 if n < 3 else 200, 'body': str(n)}}\n",
+        p = tries.to_str().unwrap()
+    );
+    let m = manifest(
+        "patient",
+        "python",
+        "input = \"jobs\"\n[scale]\ninitial = 0\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\"\n[async]\nretries = 3\ndelay = \"2s\"\nbackoff = \"linear\"\n",
+    );
+    g.deploy("patient", &[("gust.toml", &m), ("handler.py", &py)]);
+    g.cli_ok(&["publish", "jobs", "-d", "x"]);
+    let tried = || std::fs::read_to_string(&tries).map_or(0, |t| t.len());
+    eventually("the first attempt", || (tried() >= 1).then_some(()));
+    // Between the attempts, an instance is always there; polled until the last one.
+    eventually("the third attempt", || {
+        assert!(!g.instance_pids("patient").is_empty(), "scaled to zero with a message unconsumed");
+        (tried() >= 3).then_some(())
+    });
+    eventually("the message consumed", || drained(&g, "jobs").then_some(()));
+}
