@@ -3,18 +3,14 @@
 //! function's calls and redrives or purges its dead letters. Delivery is
 //! [`crate::dispatch`]'s.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use gust_api::CallId;
 use gust_api::wire::{AsyncAccepted, CallAnswer, CallRecord, DlqAnswer, DlqRequest, base64};
 use gust_runtime::Body;
-use gust_runtime::body::LimitedBody;
 use gust_store::{CallStatus, NewCall, StoredCall};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::control::json;
@@ -51,13 +47,9 @@ const NOT_STORED: [HeaderName; 8] = [
 /// `X-Callback-Url`, 409 for a call id another function's call has.
 pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let routing = gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
-    let spec = &routing.latest.as_ref().unwrap_or(&routing.newest).spec;
+    let spec = &routing.current().spec;
     let limit = spec.limits.max_body;
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(gust_runtime::Error::BodyTooLarge { limit }.into());
-    }
+    crate::body::check_declared(req.headers(), limit)?;
     let callback_url = match req.headers().get(&CALLBACK_URL) {
         None => None,
         Some(v) => Some(check_callback(v)?),
@@ -74,12 +66,7 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
         .filter(|(k, _)| !NOT_STORED.contains(k) && k.as_str() != crate::invoke::CALL_ID)
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = match LimitedBody::new(req.into_body(), limit, exceeded.clone()).collect().await {
-        Ok(c) => c.to_bytes().to_vec(),
-        Err(_) if exceeded.load(Ordering::Acquire) => return Err(gust_runtime::Error::BodyTooLarge { limit }.into()),
-        Err(e) => return Err(Error::BadRequest { message: format!("could not read the body: {e}") }),
-    };
+    let body = crate::body::read_whole(req, limit).await?.1.to_vec();
     let call = NewCall {
         id: id.clone(),
         function: function.to_owned(),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gust_api::{DeliveryPolicy, FunctionName};
@@ -58,7 +58,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                 })
                 .collect()
         };
-        let now = now_ms();
+        let now = crate::now_ms();
         // A call of a function that is gone is claimed too, to be dead-lettered.
         let claimed = gw
             .with_store(move |s| {
@@ -105,20 +105,31 @@ fn lock(m: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
 }
 
 fn policy_of(routing: &crate::registry::Routing) -> &DeliveryPolicy {
-    &routing.latest.as_ref().unwrap_or(&routing.newest).spec.delivery
+    &routing.current().spec.delivery
+}
+
+/// Whether an answer with `status` may change if the call is tried again: timeouts,
+/// 408, 429 and 5xx (Knative's and Lambda's rule).
+pub(crate) fn retryable(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
 }
 
 /// What one attempt came to.
-struct Outcome {
-    revision: Option<String>,
-    cold_start: Option<bool>,
-    answer: std::result::Result<CallResult, Failure>,
+pub(crate) struct Outcome {
+    /// The revision it ran on, if it got that far.
+    pub(crate) revision: Option<String>,
+    /// Whether it waited for an instance to start.
+    pub(crate) cold_start: Option<bool>,
+    /// The whole answer, or why there is none.
+    pub(crate) answer: std::result::Result<CallResult, Failure>,
 }
 
 /// An attempt that got no answer: why, and whether trying again may help.
-struct Failure {
-    error: String,
-    retry: bool,
+pub(crate) struct Failure {
+    /// Why, in words.
+    pub(crate) error: String,
+    /// Whether trying again may help.
+    pub(crate) retry: bool,
 }
 
 /// Runs one attempt of `call`, records it, and POSTs the result if it is final.
@@ -132,10 +143,10 @@ async fn attempt(gw: Arc<Gateway>, call: StoredCall, in_flight: InFlight) {
     }
     let policy = gw.registry.get(&call.call.function).map(|r| policy_of(&r).clone());
     let retryable = match &outcome.answer {
-        Ok(r) => r.status == 408 || r.status == 429 || r.status >= 500,
+        Ok(r) => retryable(r.status),
         Err(f) => f.retry,
     };
-    let now = now_ms();
+    let now = crate::now_ms();
     let retry_at = policy.as_ref().filter(|_| retryable).and_then(|p| {
         let wait = jitter(p.wait_before(call.attempts + 1));
         let due = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
@@ -224,17 +235,28 @@ async fn deliver(gw: &Gateway, call: &StoredCall) -> Outcome {
         Ok(r) => r,
         Err(e) => return fail(format!("the stored request is unusable: {e}"), false),
     };
+    run_to_end(gw, &revision, &call.call.id, req, MAX_RESULT).await
+}
+
+/// Runs `req` on `revision` as a sync call goes, and reads its whole answer, at most
+/// `max` bytes of it, by the call's deadline.
+pub(crate) async fn run_to_end(
+    gw: &Gateway,
+    revision: &Arc<gust_store::Revision>,
+    id: &gust_api::CallId,
+    req: Request<Body>,
+    max: u64,
+) -> Outcome {
     let spec = &revision.spec;
     let deadline = tokio::time::Instant::now() + spec.limits.timeout;
     let exceeded = Arc::new(AtomicBool::new(false));
-    let started = gw.supervisor.call(&revision, &call.call.id, req, deadline, exceeded).await;
+    let started = gw.supervisor.call(revision, id, req, deadline, exceeded).await;
     let revision_id = Some(revision.id.to_string());
     let resp = match started {
         Ok(r) => r,
         Err(e) => {
             let error = Error::from(e);
-            let status = error.status().as_u16();
-            let retry = status == 408 || status == 429 || status >= 500;
+            let retry = retryable(error.status().as_u16());
             return Outcome {
                 revision: revision_id,
                 cold_start: None,
@@ -261,10 +283,8 @@ async fn deliver(gw: &Gateway, call: &StoredCall) -> Outcome {
             Ok(Some(Err(e))) => return broke(format!("the answer broke off: {e}"), true),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    if (kept.len() + data.len()) as u64 > MAX_RESULT {
-                        let why = format!(
-                            "the function answered with more than {MAX_RESULT} bytes, the most an async call keeps"
-                        );
+                    if (kept.len() + data.len()) as u64 > max {
+                        let why = format!("the function answered with more than {max} bytes, the most kept");
                         return broke(why, false);
                     }
                     kept.extend_from_slice(&data);
@@ -302,7 +322,7 @@ fn request(call: &StoredCall) -> std::result::Result<Request<Body>, String> {
 
 /// ±20% of `wait`, so retries of many calls failed together spread out.
 fn jitter(wait: Duration) -> Duration {
-    let r = RandomState::new().hash_one(now_ms()) % 401;
+    let r = RandomState::new().hash_one(crate::now_ms()) % 401;
     wait.mul_f64(0.8 + r as f64 / 1000.0)
 }
 
@@ -377,8 +397,4 @@ async fn post(url: &str, call: &StoredCall, a: &Attempted, status: u16, seconds:
     }
     let resp = sender.send_request(req).await.map_err(|e| IoError::other(e.to_string()))?;
     Ok(resp.status().as_u16())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

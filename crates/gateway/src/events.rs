@@ -4,17 +4,12 @@
 //! event is never lost. A delivery's answer that is itself a CloudEvent comes back
 //! through [`route`], as Knative's triggers re-enqueue replies to the broker.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use gust_api::CallId;
 use gust_api::event::{self, CloudEvent};
 use gust_runtime::Body;
-use gust_runtime::body::LimitedBody;
 use gust_store::NewCall;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::control::json;
@@ -35,20 +30,7 @@ pub const MAX_HOPS: u32 = 8;
 /// # Errors
 /// As above; the store's errors.
 pub async fn ingest(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>> {
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_EVENT) {
-        return Err(gust_runtime::Error::BodyTooLarge { limit: MAX_EVENT }.into());
-    }
-    let (parts, body) = req.into_parts();
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = match LimitedBody::new(body, MAX_EVENT, exceeded.clone()).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) if exceeded.load(Ordering::Acquire) => {
-            return Err(gust_runtime::Error::BodyTooLarge { limit: MAX_EVENT }.into());
-        }
-        Err(e) => return Err(Error::BadRequest { message: format!("could not read the event: {e}") }),
-    };
+    let (parts, body) = crate::body::read_whole(req, MAX_EVENT).await?;
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
     let event =
@@ -78,7 +60,7 @@ pub async fn route(gw: &Gateway, event: &CloudEvent, hops: u32) -> Result<usize>
         .all()
         .iter()
         .filter_map(|routing| routing.latest.as_ref())
-        .filter(|r| r.spec.triggers.iter().any(|t| t.schedule.is_none() && t.filter.matches(event)))
+        .filter(|r| r.spec.triggers.iter().any(|t| t.matches(event)))
         .map(|r| NewCall {
             id: CallId::generate(),
             function: r.spec.name.to_string(),

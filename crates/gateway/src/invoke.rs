@@ -52,7 +52,7 @@ pub struct Target<'a> {
 pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
     let function = target.function;
     let arrived = tokio::time::Instant::now();
-    let arrived_ms = now_ms();
+    let arrived_ms = crate::now_ms();
     let call = CallId::from_caller(req.headers().get(&X_CALL_ID).map(HeaderValue::as_bytes));
     let method = req.method().to_string();
     let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
@@ -90,7 +90,7 @@ pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Req
             status: resp.status().as_u16(),
             error: error_text,
             arrived_ms,
-            answered_ms: now_ms(),
+            answered_ms: crate::now_ms(),
             revision: ext.get::<gust_api::RevisionId>().map(ToString::to_string),
             cold_start: ext.get::<gust_runtime::ColdStart>().map(|c| c.0),
         },
@@ -127,12 +127,7 @@ async fn forward(
         .clone();
     let spec = &revision.spec;
     let limit = spec.limits.max_body;
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // Refused before a byte of the body is read.
-        return Err(gust_runtime::Error::BodyTooLarge { limit }.into());
-    }
+    crate::body::check_declared(req.headers(), limit)?;
     let (mut parts, body) = req.into_parts();
     let original = parts.uri.clone();
     let uri = match parts.uri.query() {
@@ -148,12 +143,6 @@ async fn forward(
     strip(resp.headers_mut(), |_| false);
     resp.extensions_mut().insert(revision.id.clone());
     Ok(resp)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {

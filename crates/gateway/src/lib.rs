@@ -34,3 +34,10 @@ pub mod topics;
 pub use error::{Error, Result};
 pub use registry::Registry;
 pub use server::{Gateway, GatewayConfig, serve};
+
+/// Milliseconds since the epoch, as the store records times.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -79,6 +79,12 @@ impl Routing {
         }
     }
 
+    /// The revision whose spec governs the function as a whole (limits, async policy):
+    /// the latest ready one, else the newest.
+    pub fn current(&self) -> &Arc<Revision> {
+        self.latest.as_ref().unwrap_or(&self.newest)
+    }
+
     /// Whether `tag` names one of this function's revisions (`latest` always does).
     pub fn has_tag(&self, tag: &str) -> bool {
         tag == "latest" || self.tags.contains_key(tag)

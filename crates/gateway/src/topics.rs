@@ -10,24 +10,23 @@
 //! that asked for the reply gets the first consumer's answer.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use gust_api::{CallId, FunctionName};
 use gust_runtime::Body;
-use gust_runtime::body::{LimitedBody, full};
+use gust_runtime::body::full;
 use gust_store::{Attempted, CallResult, CallStatus, Message, NewCall, TopicInfo};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::control::{json, read_json};
+use crate::dispatch::{Failure, Outcome};
 use crate::router::query_pairs;
 use crate::{Error, Gateway, Result};
 
@@ -263,14 +262,7 @@ pub async fn publish(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result
     if reply && consumers_of(gw, name).is_empty() {
         return Err(Error::BadRequest { message: format!("no function consumes topic `{name}`: nothing would reply") });
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = match LimitedBody::new(req.into_body(), MAX_MESSAGE, exceeded.clone()).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) if exceeded.load(std::sync::atomic::Ordering::Acquire) => {
-            return Err(gust_runtime::Error::BodyTooLarge { limit: MAX_MESSAGE }.into());
-        }
-        Err(e) => return Err(Error::BadRequest { message: format!("could not read the message: {e}") }),
-    };
+    let body = crate::body::read_whole(req, MAX_MESSAGE).await?.1;
     let owned = name.to_owned();
     // Messages without a key spread over the partitions.
     let fallback = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -337,7 +329,9 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             .filter_map(|r| r.latest.as_ref())
             .filter_map(|r| Some((r.spec.name.to_string(), r.spec.input.clone()?)))
             .collect();
-        let topics = gw.with_store(|s| s.topics()).await.unwrap_or_default();
+        // The partition counts are read only when some function consumes a topic.
+        let topics =
+            if wanted.is_empty() { Vec::new() } else { gw.with_store(|s| s.topics()).await.unwrap_or_default() };
         let mut keep = Vec::new();
         for (function, topic) in wanted {
             let Some(t) = topics.iter().find(|t| t.name == topic) else { continue };
@@ -376,17 +370,27 @@ async fn consume(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    // Where this consumer is: read from the store once, then kept here, since only this
+    // consumer moves it.
+    let mut from = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let (f, t) = (function.clone(), topic.clone());
+        let (f, t, at) = (function.clone(), topic.clone(), from);
         let next = gw
             .with_store(move |s| {
-                let from = s.committed(&f, &t, partition)?;
-                s.next_message(&t, partition, from)
+                let from = match at {
+                    Some(n) => n,
+                    None => s.committed(&f, &t, partition)?,
+                };
+                Ok((from, s.next_message(&t, partition, from)?))
             })
-            .await;
+            .await
+            .map(|(at, msg)| {
+                from = Some(at);
+                msg
+            });
         let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => {
@@ -408,9 +412,11 @@ async fn consume(
         let Some(latest) = routing.latest.clone() else { return };
         let spec = latest.spec.clone();
         let outcome = deliver(&gw, &function, &topic, &msg).await;
-        let ok = matches!(&outcome.answer, Ok(r) if r.status < 400);
-        let retryable = match &outcome.answer {
-            Ok(r) => r.status == 408 || r.status == 429 || r.status >= 500,
+        let revision = outcome.revision;
+        let answer = outcome.answer.map_err(|f| f.error);
+        let ok = matches!(&answer, Ok(r) if r.status < 400);
+        let retryable = match &answer {
+            Ok(r) => crate::dispatch::retryable(r.status),
             Err(_) => true,
         };
         if !ok && retryable && failures < spec.delivery.retries {
@@ -423,8 +429,8 @@ async fn consume(
             continue;
         }
         failures = 0;
-        let mut answer = outcome.answer.clone();
-        if ok && let (Some(out), Ok(r)) = (&spec.output, &outcome.answer) {
+        let mut answer = answer;
+        if ok && let (Some(out), Ok(r)) = (&spec.output, &answer) {
             let (out, key, body) = (out.clone(), msg.key.clone(), r.body.clone());
             if let Err(e) = gw.with_store(move |s| s.publish(&out, key.as_deref(), &body, partition)).await {
                 tracing::error!(function, error = %e, "could not append a result to the output topic");
@@ -434,27 +440,24 @@ async fn consume(
             }
         }
         if !ok {
-            dead_letter(&gw, &function, &topic, &msg, &outcome).await;
+            dead_letter(&gw, &function, &topic, &msg, revision, &answer).await;
         }
         let (f, t) = (function.clone(), topic.clone());
         if let Err(e) = gw.with_store(move |s| s.commit_offset(&f, &t, partition, msg.offset + 1)).await {
             tracing::error!(function, topic, partition, error = %e, "could not commit an offset");
             continue;
         }
+        from = Some(msg.offset + 1);
         let key = (topic.clone(), partition, msg.offset);
         lock(&gw.replies).deliver(key, Reply { function: function.clone(), result: answer });
     }
 }
 
-struct Delivered {
-    revision: Option<String>,
-    answer: std::result::Result<CallResult, String>,
-}
-
 /// Calls `function` with one message, as a sync call would go.
-async fn deliver(gw: &Gateway, function: &str, topic: &str, msg: &Message) -> Delivered {
+async fn deliver(gw: &Gateway, function: &str, topic: &str, msg: &Message) -> Outcome {
     let Some(revision) = gw.registry.get(function).and_then(|r| r.pick(None).cloned()) else {
-        return Delivered { revision: None, answer: Err(format!("function `{function}` takes no calls now")) };
+        let error = format!("function `{function}` takes no calls now");
+        return Outcome { revision: None, cold_start: None, answer: Err(Failure { error, retry: true }) };
     };
     let id = message_call_id(function, topic, msg);
     let mut req = Request::new(full(Bytes::from(msg.body.clone())));
@@ -472,33 +475,7 @@ async fn deliver(gw: &Gateway, function: &str, topic: &str, msg: &Message) -> De
             h.insert(HeaderName::from_static(k), v);
         }
     }
-    let deadline = tokio::time::Instant::now() + revision.spec.limits.timeout;
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let rev = Some(revision.id.to_string());
-    let resp = match gw.supervisor.call(&revision, &id, req, deadline, exceeded).await {
-        Ok(r) => r,
-        Err(e) => return Delivered { revision: rev, answer: Err(Error::from(e).to_string()) },
-    };
-    let (parts, mut body) = resp.into_parts();
-    let mut kept = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    kept.extend_from_slice(&data);
-                }
-            }
-            Ok(Some(Err(e))) => return Delivered { revision: rev, answer: Err(format!("the answer broke off: {e}")) },
-            Err(_) => return Delivered { revision: rev, answer: Err("the function did not finish in time".into()) },
-        }
-        if kept.len() as u64 > MAX_MESSAGE {
-            return Delivered { revision: rev, answer: Err(format!("the answer is over {MAX_MESSAGE} bytes")) };
-        }
-    }
-    let headers =
-        parts.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-    Delivered { revision: rev, answer: Ok(CallResult { status: parts.status.as_u16(), headers, body: kept }) }
+    crate::dispatch::run_to_end(gw, &revision, &id, req, MAX_MESSAGE).await
 }
 
 fn message_call_id(function: &str, topic: &str, msg: &Message) -> CallId {
@@ -508,7 +485,14 @@ fn message_call_id(function: &str, topic: &str, msg: &Message) -> CallId {
 
 /// A message the function still failed after its retries: kept as a dead call (its
 /// request is the message), so `gust dlq` shows and redrives it.
-async fn dead_letter(gw: &Gateway, function: &str, topic: &str, msg: &Message, outcome: &Delivered) {
+async fn dead_letter(
+    gw: &Gateway,
+    function: &str,
+    topic: &str,
+    msg: &Message,
+    revision: Option<String>,
+    answer: &std::result::Result<CallResult, String>,
+) {
     let id = message_call_id(function, topic, msg);
     let call = NewCall {
         id: id.clone(),
@@ -520,10 +504,10 @@ async fn dead_letter(gw: &Gateway, function: &str, topic: &str, msg: &Message, o
         callback_url: None,
     };
     let record = Attempted {
-        revision: outcome.revision.clone(),
+        revision,
         cold_start: None,
-        result: outcome.answer.as_ref().ok().cloned(),
-        error: outcome.answer.as_ref().err().cloned(),
+        result: answer.as_ref().ok().cloned(),
+        error: answer.as_ref().err().cloned(),
         retry_at_ms: None,
         status: CallStatus::Dead,
     };

@@ -41,16 +41,7 @@ pub struct Launch {
 /// # Errors
 /// The `io::Error` of the fork or exec.
 pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(&launch.program);
-    cmd.args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&launch.cwd)
-        .stdin(if launch.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
+    let mut cmd = command(&launch);
     let listen_raw = launch.listen_fd.as_ref().map(AsRawFd::as_raw_fd);
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
     // syscalls (dup2, fcntl, setrlimit, prctl) on integers captured by value; it does not
@@ -108,17 +99,7 @@ pub fn spawn_call(launch: Launch) -> std::io::Result<tokio::process::Child> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut cmd = tokio::process::Command::new(&launch.program);
-    cmd.args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&launch.cwd)
-        .stdin(if launch.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    let child = cmd.spawn()?;
+    let child = command(&launch).spawn()?;
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         let files = libc::rlimit { rlim_cur: MAX_OPEN_FILES, rlim_max: MAX_OPEN_FILES };
@@ -132,6 +113,22 @@ pub fn spawn_call(launch: Launch) -> std::io::Result<tokio::process::Child> {
         }
     }
     Ok(child)
+}
+
+/// The command both ways of starting share: the program in its own process group, with
+/// gust's environment only, in its directory, its output piped.
+fn command(launch: &Launch) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(if launch.stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd
 }
 
 /// Sends `signal` to the whole process group led by `pid`.

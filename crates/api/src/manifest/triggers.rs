@@ -35,6 +35,12 @@ pub struct TriggerSpec {
 }
 
 impl TriggerSpec {
+    /// Whether this trigger takes `event` from the broker: an event trigger whose filter
+    /// passes it. A schedule takes no events (its filter is empty, so it would pass all).
+    pub fn matches(&self, event: &crate::event::CloudEvent) -> bool {
+        self.schedule.is_none() && self.filter.matches(event)
+    }
+
     /// The parsed schedule of a cron trigger (`None` for an event trigger, or — never
     /// for a deployed spec, checked at deploy — an invalid one).
     pub fn cron(&self) -> Option<crate::schedule::Schedule> {
