@@ -9,6 +9,7 @@
 //! - [`name`]: [`FunctionName`], [`RevisionId`], [`CallId`] — newtypes checked on construction.
 //! - [`manifest`]: parsing and validation of `gust.toml` into [`FunctionSpec`].
 //! - [`event`]: CloudEvents over HTTP and the trigger filters that route them.
+//! - [`lambda`]: AWS Lambda shapes: the API Gateway v2 event, result mapping, Runtime API routes.
 //! - [`schedule`]: cron expressions in a time zone, for `[[triggers]]` with a `schedule`.
 //! - [`route`]: custom HTTP routes, [`RoutePattern`] (`/users/{id}`) and their conflicts.
 //! - [`traffic`]: how calls split over revisions, tags, and rollback, as pure functions.
@@ -18,6 +19,7 @@
 
 pub mod error;
 pub mod event;
+pub mod lambda;
 pub mod manifest;
 pub mod name;
 pub mod quantity;

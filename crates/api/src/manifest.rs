@@ -31,11 +31,31 @@ pub enum Runtime {
     Exec,
     /// A JVM class implementing `java.util.function.Function`, run by the built-in invoker.
     Java,
+    /// An AWS Lambda Python handler (`def handler(event, context)`), run by gust's
+    /// built-in Lambda runtime client over the Runtime API.
+    #[serde(rename = "lambda-python")]
+    LambdaPython,
+    /// An AWS Lambda Node handler (`exports.handler = async (event, context) => …`), run
+    /// by gust's built-in Lambda runtime client over the Runtime API.
+    #[serde(rename = "lambda-node")]
+    LambdaNode,
+    /// A Lambda custom runtime: the code's `bootstrap` executable, using any Lambda
+    /// runtime client (`awslambdaric`, `aws-lambda-ric`, the `lambda_runtime` crate, curl).
+    Lambda,
 }
 
 impl Runtime {
     /// Every runtime this build supports, as written in manifests.
-    pub const ALL: [Runtime; 5] = [Runtime::Python, Runtime::Node, Runtime::Shell, Runtime::Exec, Runtime::Java];
+    pub const ALL: [Runtime; 8] = [
+        Runtime::Python,
+        Runtime::Node,
+        Runtime::Shell,
+        Runtime::Exec,
+        Runtime::Java,
+        Runtime::LambdaPython,
+        Runtime::LambdaNode,
+        Runtime::Lambda,
+    ];
 
     /// The manifest spelling.
     pub fn as_str(self) -> &'static str {
@@ -45,7 +65,15 @@ impl Runtime {
             Runtime::Shell => "shell",
             Runtime::Exec => "exec",
             Runtime::Java => "java",
+            Runtime::LambdaPython => "lambda-python",
+            Runtime::LambdaNode => "lambda-node",
+            Runtime::Lambda => "lambda",
         }
+    }
+
+    /// Whether instances speak the Lambda Runtime API.
+    pub fn is_lambda(self) -> bool {
+        matches!(self, Runtime::LambdaPython | Runtime::LambdaNode | Runtime::Lambda)
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -58,6 +86,10 @@ impl Runtime {
             Runtime::Python => Some("handler.handle"),
             Runtime::Node => Some("handler.js"),
             Runtime::Shell => Some("handler.sh"),
+            // What the AWS console writes for a new function.
+            Runtime::LambdaPython => Some("lambda_function.lambda_handler"),
+            Runtime::LambdaNode => Some("index.handler"),
+            Runtime::Lambda => Some("function.handler"),
             Runtime::Exec | Runtime::Java => None,
         }
     }
@@ -77,6 +109,8 @@ pub enum Protocol {
     Http,
     /// One process per call: body on stdin, response on stdout, metadata in env.
     Stdio,
+    /// The instance pulls calls from gust over the AWS Lambda Runtime API.
+    Lambda,
 }
 
 impl Protocol {
@@ -85,6 +119,7 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Stdio => "stdio",
+            Protocol::Lambda => "lambda",
         }
     }
 }
@@ -351,6 +386,7 @@ impl Manifest {
                 None
             }
             (Some(Runtime::Shell), None) => Some(Protocol::Stdio),
+            (Some(r), None) if r.is_lambda() => Some(Protocol::Lambda),
             (Some(_), None) => Some(Protocol::Http),
             (None, _) => None,
         };
@@ -648,6 +684,29 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
                 Err(format!("`{handler}` must be a class name, e.g. \"functions.Hello\""))
             }
         }
+        Runtime::LambdaPython => {
+            // AWS splits at the last dot; the module may be a path (`src/app.handler`).
+            let ident = |s: &str| {
+                !s.is_empty()
+                    && !s.as_bytes()[0].is_ascii_digit()
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            match handler.rsplit_once('.') {
+                Some((module, func)) if module.split(['.', '/']).all(ident) && ident(func) => Ok(()),
+                _ => Err(format!("`{handler}` must be `module.function`, e.g. \"lambda_function.lambda_handler\"")),
+            }
+        }
+        Runtime::LambdaNode => match node_handler_file(handler) {
+            Some((file, export)) if path_ok(file) && !export.is_empty() && !export.contains('/') => Ok(()),
+            _ => Err(format!("`{handler}` must be `file.export`, e.g. \"index.handler\"")),
+        },
+        Runtime::Lambda => {
+            if handler.is_empty() || handler.len() > 256 || handler.chars().any(char::is_control) {
+                Err("must be 1–256 printable characters; it reaches `bootstrap` as `_HANDLER`".to_owned())
+            } else {
+                Ok(())
+            }
+        }
         Runtime::Node | Runtime::Shell | Runtime::Exec => {
             if path_ok(handler) {
                 Ok(())
@@ -656,6 +715,14 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
             }
         }
     }
+}
+
+/// A `lambda-node` handler's module path and export, split as AWS splits them: at the
+/// first dot of the last path segment (`src/app.nested.fn` is `src/app`, `nested.fn`).
+pub fn node_handler_file(handler: &str) -> Option<(&str, &str)> {
+    let segment = handler.rfind('/').map_or(0, |i| i + 1);
+    let dot = segment + handler[segment..].find('.')?;
+    Some((&handler[..dot], &handler[dot + 1..]))
 }
 
 mod delivery;

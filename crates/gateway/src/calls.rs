@@ -76,8 +76,7 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
         body,
         callback_url,
     };
-    let fresh = gw.with_store(move |s| s.enqueue(&call)).await?;
-    gw.calls_ready.notify_one();
+    let fresh = enqueue(gw, call).await?;
     let location = format!("/calls/{id}");
     let answer = AsyncAccepted {
         call_id: id.to_string(),
@@ -91,6 +90,17 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
         h.insert(header::LOCATION, l);
     }
     Ok(resp)
+}
+
+/// Stores an async call and wakes the dispatcher; `false` when a call with its id was
+/// already stored (an idempotent retry).
+///
+/// # Errors
+/// 409 for an id another function's call has; store failures.
+pub(crate) async fn enqueue(gw: &Gateway, call: NewCall) -> Result<bool> {
+    let fresh = gw.with_store(move |s| s.enqueue(&call)).await?;
+    gw.calls_ready.notify_one();
+    Ok(fresh)
 }
 
 /// A callback URL must be an absolute `http://` URL with a host.

@@ -128,6 +128,9 @@ pub(crate) struct Outcome {
 pub(crate) struct Failure {
     /// Why, in words.
     pub(crate) error: String,
+    /// The status a sync call would have been answered with (504 for a timeout, 502 for
+    /// a crash, 429 for no capacity, …).
+    pub(crate) status: u16,
     /// Whether trying again may help.
     pub(crate) retry: bool,
 }
@@ -206,11 +209,14 @@ async fn reply(gw: &Gateway, call: &StoredCall, answer: &CallResult, hops: u32) 
             tracing::warn!(call_id = %call.call.id, hops, "reply event dropped: the chain of replies is too long");
             Ok(())
         }
-        Ok(Some(event)) => crate::events::route(gw, &event, hops + 1)
-            .await
-            .map(|_| ())
-            .map_err(|e| Failure { error: format!("could not store the reply event: {e}"), retry: true }),
-        Err(reason) => Err(Failure { error: format!("the reply is a malformed CloudEvent: {reason}"), retry: true }),
+        Ok(Some(event)) => crate::events::route(gw, &event, hops + 1).await.map(|_| ()).map_err(|e| Failure {
+            error: format!("could not store the reply event: {e}"),
+            status: 500,
+            retry: true,
+        }),
+        Err(reason) => {
+            Err(Failure { error: format!("the reply is a malformed CloudEvent: {reason}"), status: 502, retry: true })
+        }
     }
 }
 
@@ -219,7 +225,7 @@ async fn deliver(gw: &Gateway, call: &StoredCall) -> Outcome {
     let fail = |error: String, retry: bool| Outcome {
         revision: None,
         cold_start: None,
-        answer: Err(Failure { error, retry }),
+        answer: Err(Failure { error, status: 503, retry }),
     };
     let function = &call.call.function;
     let Some(routing) = FunctionName::new(function).ok().and_then(|_| gw.registry.get(function)) else {
@@ -256,36 +262,36 @@ pub(crate) async fn run_to_end(
         Ok(r) => r,
         Err(e) => {
             let error = Error::from(e);
-            let retry = retryable(error.status().as_u16());
+            let status = error.status().as_u16();
             return Outcome {
                 revision: revision_id,
                 cold_start: None,
-                answer: Err(Failure { error: error.to_string(), retry }),
+                answer: Err(Failure { error: error.to_string(), status, retry: retryable(status) }),
             };
         }
     };
     let cold_start = resp.extensions().get::<ColdStart>().map(|c| c.0);
     let (parts, mut body) = resp.into_parts();
     let mut kept: Vec<u8> = Vec::new();
-    let broke = |error: String, retry: bool| Outcome {
+    let broke = |error: String, status: u16, retry: bool| Outcome {
         revision: revision_id.clone(),
         cold_start,
-        answer: Err(Failure { error, retry }),
+        answer: Err(Failure { error, status, retry }),
     };
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 let why =
                     format!("the function did not finish its answer within {:?} (limits.timeout)", spec.limits.timeout);
-                return broke(why, true);
+                return broke(why, 504, true);
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => return broke(format!("the answer broke off: {e}"), true),
+            Ok(Some(Err(e))) => return broke(format!("the answer broke off: {e}"), 502, true),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if (kept.len() + data.len()) as u64 > max {
                         let why = format!("the function answered with more than {max} bytes, the most kept");
-                        return broke(why, false);
+                        return broke(why, 502, false);
                     }
                     kept.extend_from_slice(&data);
                 }
@@ -294,11 +300,13 @@ pub(crate) async fn run_to_end(
     }
     let headers =
         parts.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-    Outcome {
-        revision: revision_id,
-        cold_start,
-        answer: Ok(CallResult { status: parts.status.as_u16(), headers, body: kept }),
-    }
+    // A Lambda function's error answers the Invoke API with 200 and this header; as an
+    // attempt it failed (and is retried, as Lambda retries async function errors).
+    let status = match parts.headers.contains_key(gust_runtime::lambda::FUNCTION_ERROR) {
+        true => 500,
+        false => parts.status.as_u16(),
+    };
+    Outcome { revision: revision_id, cold_start, answer: Ok(CallResult { status, headers, body: kept }) }
 }
 
 /// The stored request, as the function will see it, with its call id.

@@ -115,7 +115,7 @@ impl Error {
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Runtime(e) => match e {
                 R::Overloaded { .. } | R::QueueTimeout { .. } => StatusCode::TOO_MANY_REQUESTS,
-                R::StartFailed { .. } | R::Crashed { .. } => StatusCode::BAD_GATEWAY,
+                R::StartFailed { .. } | R::Crashed { .. } | R::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
                 R::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 R::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 R::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -156,6 +156,7 @@ impl Error {
                 R::QueueTimeout { .. } => "queue_timeout",
                 R::StartFailed { .. } => "start_failed",
                 R::Crashed { .. } => "crashed",
+                R::BadAnswer { .. } => "bad_answer",
                 R::Timeout { .. } => "timeout",
                 R::BodyTooLarge { .. } => "body_too_large",
                 R::BadRequest { .. } => "bad_request",

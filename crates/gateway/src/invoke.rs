@@ -148,7 +148,7 @@ async fn forward(
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
     // Callers may not forge parameters or gust's start-up probe: any they sent go with
     // the hop-by-hop headers.
-    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX) || *name == X_GUST_PROBE);
+    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX) || *name == X_GUST_PROBE || *name == LAMBDA_DIRECT);
     let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -196,6 +196,8 @@ const X_DURATION: HeaderName = HeaderName::from_static(DURATION);
 /// gust's start-up check of a revision; the invokers answer it without calling the
 /// function, so a caller must never get to send it.
 const X_GUST_PROBE: HeaderName = HeaderName::from_static("x-gust-probe");
+/// Marks a Lambda Invoke API call; only the gateway's own Invoke API sets it.
+const LAMBDA_DIRECT: HeaderName = HeaderName::from_static(gust_runtime::lambda::DIRECT);
 /// Names the revision a call goes to by its tag, as the URL's `@TAG` does (Knative's
 /// `Knative-Serving-Tag`).
 const GUST_TAG: HeaderName = HeaderName::from_static("gust-tag");

@@ -12,6 +12,7 @@
 //! - [`control`]: deploy, list, describe, remove, logs, info.
 //! - [`calls`]: async calls accepted, call records, dead letters; [`dispatch`] delivers them.
 //! - [`topics`]: partitioned logs, publishing, and the consumers of `input` topics.
+//! - [`lambda_api`]: the AWS Lambda Invoke API, for SDK code calling gust functions.
 //! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod invoke;
+pub mod lambda_api;
 pub mod registry;
 pub mod router;
 pub mod routes;

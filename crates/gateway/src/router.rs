@@ -27,6 +27,8 @@ pub enum Route<'a> {
     Call(&'a str),
     /// `POST /events`: the CloudEvents broker's ingress.
     Events,
+    /// `POST /2015-03-31/functions/{name}/invocations`: the AWS Lambda Invoke API.
+    LambdaInvoke(&'a str),
     /// A control API call.
     Api(Api<'a>),
     /// Nothing here.
@@ -101,6 +103,13 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         return match (function.is_empty(), method == Method::POST) {
             (true, _) => Route::NotFound,
             (false, true) => Route::AsyncInvoke { function, path: sub },
+            (false, false) => Route::MethodNotAllowed { allow: "POST" },
+        };
+    }
+    if let Some(name) = path.strip_prefix("/2015-03-31/functions/").and_then(|r| r.strip_suffix("/invocations")) {
+        return match (name.is_empty() || name.contains('/'), method == Method::POST) {
+            (true, _) => Route::NotFound,
+            (false, true) => Route::LambdaInvoke(name),
             (false, false) => Route::MethodNotAllowed { allow: "POST" },
         };
     }

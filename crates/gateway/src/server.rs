@@ -216,6 +216,10 @@ impl Gateway {
             }
             Route::Call(id) => calls::get(&self, id).await.unwrap_or_else(|e| e.into_response(None)),
             Route::Events => events::ingest(&self, req).await.unwrap_or_else(|e| e.into_response(None)),
+            Route::LambdaInvoke(name) => {
+                let name = gust_api::route::percent_decode(name);
+                crate::lambda_api::invoke(&self, &name, req).await
+            }
             Route::Health => control::health(),
             Route::Api(api) => {
                 let result = match api {

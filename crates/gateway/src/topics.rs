@@ -457,7 +457,7 @@ async fn consume(
 async fn deliver(gw: &Gateway, function: &str, topic: &str, msg: &Message) -> Outcome {
     let Some(revision) = gw.registry.get(function).and_then(|r| r.pick(None).cloned()) else {
         let error = format!("function `{function}` takes no calls now");
-        return Outcome { revision: None, cold_start: None, answer: Err(Failure { error, retry: true }) };
+        return Outcome { revision: None, cold_start: None, answer: Err(Failure { error, status: 503, retry: true }) };
     };
     let id = message_call_id(function, topic, msg);
     let mut req = Request::new(full(Bytes::from(msg.body.clone())));

@@ -34,6 +34,19 @@ pub(crate) fn files(name: &str, runtime: Runtime) -> Vec<(&'static str, String, 
             ("gust.toml", manifest("handler = \"handler\"\nprotocol = \"stdio\"\n"), false),
             ("handler", EXEC.to_owned(), true),
         ],
+        Runtime::LambdaPython => vec![
+            ("gust.toml", manifest("handler = \"lambda_function.lambda_handler\"\n"), false),
+            ("lambda_function.py", LAMBDA_PYTHON.to_owned(), false),
+        ],
+        Runtime::LambdaNode => vec![
+            ("gust.toml", manifest("handler = \"index.handler\"\n"), false),
+            ("index.mjs", LAMBDA_NODE.to_owned(), false),
+        ],
+        Runtime::Lambda => vec![
+            ("gust.toml", manifest("handler = \"function.handler\"\n"), false),
+            ("bootstrap", LAMBDA_BOOTSTRAP.to_owned(), true),
+            ("function.sh", LAMBDA_FUNCTION_SH.to_owned(), false),
+        ],
     }
 }
 
@@ -96,4 +109,60 @@ const EXEC: &str = r#"#!/bin/sh
 # stdout). Replace it with your own binary and keep `handler` in gust.toml pointing at it,
 # or set protocol = "http" and serve HTTP on $PORT.
 echo "Hello from $Http_Method $Http_Path, ${TARGET:-world}!"
+"#;
+
+const LAMBDA_PYTHON: &str = r#"import json
+import os
+
+
+def lambda_handler(event, context):
+    """An AWS Lambda handler, unchanged: an HTTP call arrives as an API Gateway (HTTP API,
+    payload 2.0) event; the Lambda Invoke API passes its payload as the event."""
+    params = event.get("queryStringParameters") or {}
+    name = params.get("name", os.environ.get("TARGET", "world"))
+    print(f"greeting {name} ({context.aws_request_id})")  # lands in `gust logs`
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"message": f"Hello, {name}!"}),
+    }
+"#;
+
+const LAMBDA_NODE: &str = r#"// An AWS Lambda handler, unchanged: an HTTP call arrives as an API Gateway (HTTP API,
+// payload 2.0) event; the Lambda Invoke API passes its payload as the event.
+export const handler = async (event, context) => {
+  const name = event.queryStringParameters?.name ?? process.env.TARGET ?? 'world';
+  console.log(`greeting ${name} (${context.awsRequestId})`); // lands in `gust logs`
+  return {
+    statusCode: 200,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ message: `Hello, ${name}!` }),
+  };
+};
+"#;
+
+const LAMBDA_BOOTSTRAP: &str = r#"#!/bin/sh
+# A Lambda custom runtime (AWS's own tutorial, in POSIX sh): it pulls each event from the
+# Runtime API at $AWS_LAMBDA_RUNTIME_API and posts the answer back. Any runtime client
+# works here instead, e.g. `exec python3 -m awslambdaric "$_HANDLER"` or a binary built
+# with the `lambda_runtime` crate.
+set -eu
+. "$LAMBDA_TASK_ROOT/$(echo "$_HANDLER" | cut -d. -f1).sh"
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  headers="$(mktemp)"
+  event=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$headers" | tr -d '[:space:]' | cut -d: -f2)
+  rm -f "$headers"
+  response=$($(echo "$_HANDLER" | cut -d. -f2) "$event")
+  curl -sS -o /dev/null "$api/invocation/$id/response" -d "$response"
+done
+"#;
+
+const LAMBDA_FUNCTION_SH: &str = r#"# The handler the bootstrap sources: `function.handler` in gust.toml names this file
+# and this shell function. It gets the event as $1 and prints the result.
+handler() {
+  echo "got an event of ${#1} bytes" >&2  # lands in `gust logs`
+  printf '{"statusCode":200,"body":"Hello, %s!"}' "${TARGET:-world}"
+}
 "#;

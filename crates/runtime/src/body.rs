@@ -97,3 +97,26 @@ where
         self.inner.size_hint()
     }
 }
+
+/// Reads a whole request body for protocols that need it at once (`stdio`, `lambda`).
+///
+/// # Errors
+/// [`crate::Error::BodyTooLarge`] past `limits.max_body` (`exceeded` was set by the
+/// [`LimitedBody`]), [`crate::Error::BadRequest`] when the body broke off,
+/// [`crate::Error::Timeout`] past `deadline`.
+pub(crate) async fn collect(
+    body: Body,
+    deadline: tokio::time::Instant,
+    exceeded: &AtomicBool,
+    spec: &gust_api::FunctionSpec,
+) -> crate::Result<Bytes> {
+    match tokio::time::timeout_at(deadline, body.collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(if exceeded.load(Ordering::Acquire) {
+            crate::Error::BodyTooLarge { limit: spec.limits.max_body }
+        } else {
+            crate::Error::BadRequest { detail: e.to_string() }
+        }),
+        Err(_) => Err(crate::Error::Timeout { function: spec.name.to_string(), timeout: spec.limits.timeout }),
+    }
+}

@@ -74,7 +74,7 @@ pub enum Event {
 pub fn plan(spec: &FunctionSpec, dir: &Path, source_digest: &str, interpreters: &Interpreters) -> Result<Option<Plan>> {
     let mut steps = Vec::new();
     let mut toolchain = String::new();
-    if spec.runtime == Runtime::Python && dir.join("requirements.txt").is_file() {
+    if matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython) && dir.join("requirements.txt").is_file() {
         let python = interpreters.python.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
             runtime: "python".into(),
             detail: interpreters.python.detail.clone(),
@@ -100,7 +100,7 @@ pub fn plan(spec: &FunctionSpec, dir: &Path, source_digest: &str, interpreters: 
             .to_vec(),
         });
     }
-    if spec.runtime == Runtime::Node && dir.join("package.json").is_file() {
+    if matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode) && dir.join("package.json").is_file() {
         let node = interpreters.node.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
             runtime: "node".into(),
             detail: interpreters.node.detail.clone(),

@@ -54,6 +54,15 @@ pub enum Error {
         /// Its `limits.timeout`.
         timeout: Duration,
     },
+    /// The function's answer could not be made into an HTTP response (a Lambda result
+    /// whose `statusCode` or `body` is malformed).
+    #[error("function `{function}` gave an answer that is not a valid response: {detail}")]
+    BadAnswer {
+        /// The function.
+        function: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The request body is larger than `limits.max_body`.
     #[error("request body is larger than the function's limit of {limit} bytes (limits.max_body)")]
     BodyTooLarge {

@@ -183,6 +183,8 @@ pub enum Target {
     Unix(PathBuf),
     /// A loopback TCP port.
     Tcp(SocketAddr),
+    /// The instance's own Lambda Runtime API, from which its runtime client pulls calls.
+    Lambda(Arc<crate::lambda::Bridge>),
 }
 
 /// One running copy of a revision.
@@ -283,6 +285,7 @@ impl Instance {
         if spared.is_none() {
             make_dir()?;
         }
+        let mut lambda_api = None;
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -343,6 +346,33 @@ impl Instance {
                     Ready::Poll(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
                 )
             }
+            Runtime::LambdaPython | Runtime::LambdaNode | Runtime::Lambda => {
+                let (bridge, listener) =
+                    crate::lambda::Bridge::bind(spec.name.as_str()).map_err(Error::io("bind Runtime API", &dir))?;
+                env.extend(lambda_env(revision, &id, &bridge.address()));
+                lambda_api = Some((bridge.clone(), listener));
+                let (program, args) = match spec.runtime {
+                    Runtime::LambdaPython => {
+                        let python = ctx.interpreters.python.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
+                            runtime: spec.runtime.to_string(),
+                            detail: ctx.interpreters.python.detail.clone(),
+                        })?;
+                        let mut args: Vec<OsString> = PYTHON_FLAGS.map(OsString::from).to_vec();
+                        // python.py runs its Lambda client (lambda.py) when the Runtime API is set.
+                        args.push(ctx.invokers_dir.join("python.py").into());
+                        (python, args)
+                    }
+                    Runtime::LambdaNode => {
+                        let node = ctx.interpreters.node.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
+                            runtime: spec.runtime.to_string(),
+                            detail: ctx.interpreters.node.detail.clone(),
+                        })?;
+                        (node, vec![ctx.invokers_dir.join("lambda.js").into()])
+                    }
+                    _ => (revision.code_dir.join("bootstrap"), Vec::new()),
+                };
+                (program, args, None, Ready::Bound(Target::Lambda(bridge)))
+            }
             Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
         };
         let launch =
@@ -367,6 +397,9 @@ impl Instance {
             answered: Default::default(),
             pooled: launched.pooled,
         });
+        if let Some((bridge, listener)) = lambda_api {
+            bridge.serve(listener, instance.dead.clone());
+        }
         let readers = [
             launched.stdout.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
             launched.stderr.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s))),
@@ -502,6 +535,7 @@ impl Instance {
                     }
                 }
             }
+            (_, Some(Target::Lambda(bridge))) => crate::lambda::check_ready(self, bridge, deadline).await,
             (Runtime::Shell, _) => check_shell_syntax(ctx, &self.revision, &self.scratch, deadline).await,
             _ => Ok(()),
         }
@@ -742,6 +776,36 @@ pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> V
         ("GUST_PYCACHE".into(), pycache.into()),
     ];
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.into())));
+    env
+}
+
+/// The environment the Lambda runtime clients read (AWS's names and meanings): where the
+/// Runtime API is, the function's name, version, memory and timeout, the handler and the
+/// task root. `AWS_LAMBDA_MAX_CONCURRENCY` only when an instance takes several calls at
+/// once, as clients switch to their concurrent mode when it is set.
+fn lambda_env(revision: &Revision, instance: &str, api: &str) -> Vec<(String, OsString)> {
+    let spec = &revision.spec;
+    let memory_mb = spec.limits.memory.map_or(128, |b| b >> 20);
+    let mut env: Vec<(String, OsString)> = vec![
+        ("AWS_LAMBDA_RUNTIME_API".into(), api.into()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.as_str().into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.id.to_string().into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), memory_mb.to_string().into()),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT".into(), spec.limits.timeout.as_secs().max(1).to_string().into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{}", spec.name).into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), instance.into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("_HANDLER".into(), spec.handler.clone().into()),
+        ("LAMBDA_TASK_ROOT".into(), revision.code_dir.clone().into()),
+        ("LAMBDA_RUNTIME_DIR".into(), revision.code_dir.clone().into()),
+        ("AWS_EXECUTION_ENV".into(), format!("gust_{}", spec.runtime).into()),
+        ("TZ".into(), ":UTC".into()),
+    ];
+    if spec.scale.concurrency > 1 {
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY".into(), spec.scale.concurrency.to_string().into()));
+    }
+    // The manifest's env comes last, so a function may set what it needs differently.
+    env.retain(|(k, _)| !spec.env.contains_key(k));
     env
 }
 

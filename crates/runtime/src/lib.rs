@@ -28,6 +28,7 @@ mod error;
 pub mod instance;
 pub mod interpreters;
 pub mod isolation;
+pub mod lambda;
 pub mod logs;
 pub mod pool;
 pub mod proxy;

@@ -89,7 +89,7 @@ async fn connect(instance: &Instance) -> std::io::Result<SendRequest<Body>> {
             s.set_nodelay(true)?;
             s
         }
-        None => return Err(std::io::Error::other("instance has no address")),
+        Some(Target::Lambda(_)) | None => return Err(std::io::Error::other("instance has no HTTP address")),
     };
     handshake(io).await
 }

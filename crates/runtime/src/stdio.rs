@@ -6,12 +6,11 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use gust_api::Runtime;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::body::{Body, full};
@@ -43,17 +42,7 @@ pub async fn call(
     let revision = &instance.revision;
     let spec = &revision.spec;
     let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout_at(deadline, body.collect()).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            return Err(if exceeded.load(Ordering::Acquire) {
-                Error::BodyTooLarge { limit: spec.limits.max_body }
-            } else {
-                Error::BadRequest { detail: e.to_string() }
-            });
-        }
-        Err(_) => return Err(Error::Timeout { function: spec.name.to_string(), timeout: spec.limits.timeout }),
-    };
+    let body = crate::body::collect(body, deadline, &exceeded, spec).await?;
 
     let mut env = spawn::base_env(&instance.scratch, &interpreter_dirs(&ctx.interpreters));
     env.extend(gust_env(revision, &instance.id, &ctx.pycache_dir));

@@ -17,7 +17,7 @@ use crate::instance::{Context, STOP_GRACE};
 use crate::interpreters::Interpreters;
 use crate::logs::{Logs, now_rfc3339};
 use crate::pool::{Closed, Pool};
-use crate::{Error, Result, proxy, stdio};
+use crate::{Error, Result, lambda, proxy, stdio};
 
 /// How often the autoscaler decides. Knative ticks every 2 s; a quarter second follows a
 /// short stable window closely, and a decision costs microseconds.
@@ -95,6 +95,8 @@ impl Supervisor {
         for (name, text) in [
             ("python.py", include_str!("invokers/python.py")),
             ("node.js", include_str!("invokers/node.js")),
+            ("lambda.py", include_str!("invokers/lambda.py")),
+            ("lambda.js", include_str!("invokers/lambda.js")),
             ("Invoker.java", include_str!("invokers/Invoker.java")),
         ] {
             let path = invokers_dir.join(name);
@@ -276,6 +278,7 @@ impl Supervisor {
         let mut resp = match revision.spec.protocol {
             Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
             Protocol::Stdio => stdio::call(slot, req, deadline, exceeded).await,
+            Protocol::Lambda => lambda::call(slot, req, deadline, exceeded).await,
         }?;
         resp.extensions_mut().insert(cold);
         Ok(resp)

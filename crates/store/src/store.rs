@@ -686,18 +686,35 @@ fn check_handler_exists(spec: &FunctionSpec, dir: &Path) -> Result<()> {
                 )));
             }
         }
-        Runtime::Exec => {
-            use std::os::unix::fs::PermissionsExt;
-            match fs::metadata(dir.join(h)) {
-                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
-                Ok(m) if m.is_file() => {
-                    return Err(problem(format!("`{h}` is not executable: run `chmod +x {h}` and deploy again")));
-                }
-                _ => return Err(problem(format!("executable `{h}` is not in the function directory"))),
+        Runtime::Exec => check_executable(dir, h).map_err(problem)?,
+        Runtime::LambdaPython => {
+            let module = h.rsplit_once('.').map_or(h.as_str(), |(m, _)| m).replace('.', "/");
+            if !dir.join(format!("{module}.py")).is_file() && !dir.join(&module).join("__init__.py").is_file() {
+                return Err(problem(format!("module `{module}.py` of handler `{h}` is not in the function directory")));
             }
         }
+        Runtime::LambdaNode => {
+            let file = gust_api::manifest::node_handler_file(h).map_or(h.as_str(), |(f, _)| f);
+            if !["js", "mjs", "cjs"].iter().any(|x| dir.join(format!("{file}.{x}")).is_file()) {
+                return Err(problem(format!(
+                    "`{file}.js` (or .mjs, .cjs) of handler `{h}` is not in the function directory"
+                )));
+            }
+        }
+        Runtime::Lambda => check_executable(dir, "bootstrap")
+            .map_err(|m| problem(format!("{m}; a custom runtime starts from its `bootstrap` executable")))?,
     }
     Ok(())
+}
+
+/// That `name` in `dir` is an executable file; else what is wrong, for a user.
+fn check_executable(dir: &Path, name: &str) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::metadata(dir.join(name)) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() => Err(format!("`{name}` is not executable: run `chmod +x {name}` and deploy again")),
+        _ => Err(format!("executable `{name}` is not in the function directory")),
+    }
 }
 
 /// The function's traffic and latest ready revision; `None` when it does not exist.

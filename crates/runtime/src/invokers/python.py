@@ -119,8 +119,15 @@ def _decode_body(headers, raw, strict):
 
 
 def _load_handler():
-    code = os.environ["GUST_CODE"]
     spec = os.environ["GUST_HANDLER"]
+    _prepare_path(os.environ["GUST_CODE"])
+    module_name, func_name = spec.rsplit(".", 1)
+    return _finish_load(module_name, func_name, spec)
+
+
+def _prepare_path(code):
+    """The function's code first on sys.path, then its own dependencies, then the
+    interpreter's site-packages; bytecode kept out of the code directory."""
     prefix = os.environ.get("GUST_PYCACHE")
     if prefix:
         sys.pycache_prefix = prefix
@@ -138,7 +145,9 @@ def _load_handler():
                 sys.path.append(p)
     except Exception:
         pass
-    module_name, func_name = spec.rsplit(".", 1)
+
+
+def _finish_load(module_name, func_name, spec):
     import importlib
     module = importlib.import_module(module_name)
     fn = getattr(module, func_name, None)
@@ -330,7 +339,24 @@ def write_response(sock, status, headers, body, keep):
     sock.sendall(b"0\r\n\r\n")
 
 
+def _lambda():
+    """The built-in Lambda runtime client (lambda.py, beside this file), loaded once."""
+    mod = sys.modules.get("gust_lambda")
+    if mod is None:
+        import importlib.util
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lambda.py")
+        spec = importlib.util.spec_from_file_location("gust_lambda", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["gust_lambda"] = mod
+    return mod
+
+
 def main():
+    if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+        # A `lambda-python` instance: pull calls from its Runtime API instead of serving.
+        _lambda().run(sys.modules[__name__])
+        return
     listener = socket.socket(fileno=3)
     sys.stdout = _Tagged(sys.stdout)
     sys.stderr = _Tagged(sys.stderr)
