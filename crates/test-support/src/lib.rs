@@ -174,7 +174,7 @@ impl Gust {
     }
 
     /// Writes a function directory under the work dir: `files` are `(path, contents)`;
-    /// paths ending in `.sh` or named `run`/`server` are made executable.
+    /// paths ending in `.sh` or named `run`, `server` or `bootstrap` are made executable.
     pub fn function(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -182,7 +182,7 @@ impl Gust {
             let p = dir.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, text).unwrap();
-            let exe = path.ends_with(".sh") || *path == "run" || *path == "server";
+            let exe = path.ends_with(".sh") || ["run", "server", "bootstrap"].contains(path);
             if exe {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             }

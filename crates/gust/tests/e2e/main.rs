@@ -11,6 +11,7 @@ mod deploy;
 mod events;
 mod failures;
 mod instances;
+mod lambda;
 mod lifecycle;
 mod pools;
 mod releases;
