@@ -299,6 +299,67 @@ fn a_java_function_builds_from_sources_with_javac() {
     assert!(logs.contains("greeting world"), "{logs}");
 }
 
+/// `Function<Order, Receipt>` over JSON: records in, a record with a list and an enum out.
+const JAVA_JSON: &str = r#"package shop;
+
+import java.util.List;
+import java.util.Map;
+import java.util.function.Function;
+
+public class Checkout implements Function<Checkout.Order, Checkout.Receipt> {
+    public enum Status { ACCEPTED, EMPTY }
+    public record Line(String sku, int qty, double price) {}
+    public record Order(String customer, List<Line> lines, Map<String, String> notes) {}
+    public record Receipt(String customer, double total, int items, Status status, List<String> skus) {}
+
+    @Override
+    public Receipt apply(Order o) {
+        if (o.customer() == null) {
+            throw new IllegalArgumentException("an order needs a customer");
+        }
+        double total = 0;
+        int items = 0;
+        List<String> skus = new java.util.ArrayList<>();
+        for (Line l : o.lines()) {
+            total += l.qty() * l.price();
+            items += l.qty();
+            skus.add(l.sku());
+        }
+        System.out.println("checkout for " + o.customer() + " note=" + (o.notes() == null ? null : o.notes().get("gift")));
+        return new Receipt(o.customer(), total, items, items == 0 ? Status.EMPTY : Status.ACCEPTED, skus);
+    }
+}
+"#;
+
+#[test]
+fn a_java_function_takes_and_returns_json_as_records() {
+    let g = gust();
+    let m = manifest(
+        "checkout",
+        "java",
+        "handler = \"shop.Checkout\"\nbuild = \"javac -d classes src/shop/*.java && jar cf shop.jar -C classes .\"",
+    );
+    g.deploy("checkout", &[("gust.toml", &m), ("src/shop/Checkout.java", JAVA_JSON)]);
+    let order = r#"{"customer":"ann","lines":[{"sku":"a-1","qty":2,"price":1.5},{"sku":"b\"2","qty":1,"price":10}],"notes":{"gift":"yes"},"ignored":true}"#;
+    let r = g.call("POST", "/function/checkout", order.as_bytes(), &["Content-Type: application/json"]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"customer": "ann", "total": 13.0, "items": 3, "status": "ACCEPTED", "skus": ["a-1", "b\"2"]})
+    );
+    assert!(g.cli_ok(&["logs", "checkout"]).contains("checkout for ann note=yes"));
+    // A body that is not JSON for Order is the caller's mistake: 400, saying why.
+    let r = g.post("checkout", "{\"customer\": 5}");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("expected a string"), "{}", r.text());
+    assert_eq!(g.post("checkout", "not json").status, 400);
+    // An exception in apply is the function's: 500 with its message.
+    let r = g.post("checkout", "{\"lines\": []}");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("an order needs a customer"), "{}", r.text());
+}
+
 #[test]
 fn a_failing_build_fails_the_deploy_with_its_log_tail() {
     let g = gust();
