@@ -64,8 +64,8 @@ pub struct Context {
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
     let pooled = match spec.runtime {
-        Runtime::Python => ctx.zygote.is_some(),
-        Runtime::Node => ctx.node_spares.is_some(),
+        Runtime::Python | Runtime::LambdaPython => ctx.zygote.is_some(),
+        Runtime::Node | Runtime::LambdaNode => ctx.node_spares.is_some(),
         _ => return None,
     };
     if !pooled {
@@ -79,7 +79,8 @@ pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<S
             || k.starts_with("LC_")
             || k.starts_with("MALLOC_")
             || matches!(k, "LANG" | "LANGUAGE" | "GLIBC_TUNABLES")
-            || (spec.runtime == Runtime::Node && (k.starts_with("NODE_") || k.starts_with("UV_")))
+            || (matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode)
+                && (k.starts_with("NODE_") || k.starts_with("UV_")))
     };
     let keys: Vec<&str> = spec.env.keys().map(String::as_str).filter(|k| startup_only(k)).collect();
     (!keys.is_empty()).then(|| format!("env sets {}, read only when a process starts", keys.join(", ")))
@@ -275,9 +276,17 @@ impl Instance {
         env.extend(gust_env(revision, &id, &ctx.pycache_dir));
         env.push(("GUST_SOCKET".into(), socket.clone().into()));
         let poolable = unpooled_reason(ctx, spec).is_none();
+        // A Lambda client's Runtime API is bound first: its address is in the environment.
+        let mut lambda_api = None;
+        if spec.runtime.is_lambda() {
+            let (bridge, listener) =
+                crate::lambda::Bridge::bind(spec.name.as_str()).map_err(Error::io("bind Runtime API", &dir))?;
+            env.extend(lambda_env(revision, &id, &bridge.address()));
+            lambda_api = Some((bridge, listener));
+        }
         // A spare brings its own directory (socket and scratch), moved to this one's name.
         let spared = match &ctx.node_spares {
-            Some(spares) if spec.runtime == Runtime::Node && poolable => {
+            Some(spares) if matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode) && poolable => {
                 Self::from_spare(spares, &dir, &env, &revision.code_dir).await
             }
             _ => None,
@@ -285,7 +294,6 @@ impl Instance {
         if spared.is_none() {
             make_dir()?;
         }
-        let mut lambda_api = None;
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -347,10 +355,10 @@ impl Instance {
                 )
             }
             Runtime::LambdaPython | Runtime::LambdaNode | Runtime::Lambda => {
-                let (bridge, listener) =
-                    crate::lambda::Bridge::bind(spec.name.as_str()).map_err(Error::io("bind Runtime API", &dir))?;
-                env.extend(lambda_env(revision, &id, &bridge.address()));
-                lambda_api = Some((bridge.clone(), listener));
+                let bridge = match &lambda_api {
+                    Some((bridge, _)) => bridge.clone(),
+                    None => return Err(fail("no Runtime API was bound".into())),
+                };
                 let (program, args) = match spec.runtime {
                     Runtime::LambdaPython => {
                         let python = ctx.interpreters.python.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
@@ -371,7 +379,15 @@ impl Instance {
                     }
                     _ => (revision.code_dir.join("bootstrap"), Vec::new()),
                 };
-                (program, args, None, Ready::Bound(Target::Lambda(bridge)))
+                // A zygote child is handed a listener as fd 3; a Lambda client pulls its
+                // calls instead, so it gets /dev/null there.
+                let placeholder = match (spec.runtime, &ctx.zygote) {
+                    (Runtime::LambdaPython, Some(_)) if poolable => Some(OwnedFd::from(
+                        std::fs::File::open("/dev/null").map_err(Error::io("open", Path::new("/dev/null")))?,
+                    )),
+                    _ => None,
+                };
+                (program, args, placeholder, Ready::Bound(Target::Lambda(bridge)))
             }
             Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
         };
@@ -379,7 +395,9 @@ impl Instance {
             Launch { program: program.clone(), args, env, cwd: revision.code_dir.clone(), listen_fd, stdin: false };
         let launched = match (spared, &ctx.zygote, spec.runtime) {
             (Some(spared), _, _) => Ok(spared),
-            (None, Some(zygote), Runtime::Python) if poolable => Self::fork_or_spawn(zygote, launch).await,
+            (None, Some(zygote), Runtime::Python | Runtime::LambdaPython) if poolable => {
+                Self::fork_or_spawn(zygote, launch).await
+            }
             _ => Launched::spawned(launch),
         }
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;

@@ -126,8 +126,28 @@ fn a_lambda_python_handler_gets_api_gateway_v2_events_and_shapes_its_response() 
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("not an HTTP status"), "{}", r.text());
 
-    // The instance survived all of it.
+    // The instance survived all of it, and it was forked from the Python zygote.
     assert_eq!(g.call("GET", "/function/echo/again", b"", &[]).status, 200);
+    let s = &g.describe("echo")["scaling"][0];
+    assert_eq!((s["cold_starts"].as_u64(), s["pooled_starts"].as_u64()), (Some(1), Some(1)), "{s}");
+}
+
+#[test]
+fn a_lambda_python_function_runs_fresh_when_the_pool_is_off_and_logs_like_aws() {
+    let g = crate::gust_env(&[("GUST_POOL", "python=0")]);
+    let code = "import logging\nlog = logging.getLogger()\nlog.setLevel(logging.INFO)\ndef handler(event, context):\n    log.info('handled %s', event['rawPath'])\n    return 'ok'\n";
+    g.deploy(
+        "plain",
+        &[("gust.toml", &manifest("plain", "lambda-python", "handler = \"app.handler\"")), ("app.py", code)],
+    );
+    let r = g.call("GET", "/function/plain/p", b"", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""));
+    let id = r.header("x-call-id").unwrap().to_owned();
+    let logs = g.cli_ok(&["logs", "plain"]);
+    assert!(logs.lines().any(|l| l.contains("[INFO]\t") && l.contains(&format!("\t{id}\thandled /p"))), "{logs}");
+    let s = &g.describe("plain")["scaling"][0];
+    assert_eq!(s["pooled_starts"], 0, "{s}");
+    assert!(s["unpooled_reason"].as_str().unwrap().contains("--pool"), "{s}");
 }
 
 #[test]
@@ -193,6 +213,9 @@ fn lambda_node_runs_async_callback_and_es_module_handlers() {
     assert_eq!(r.json()["id"].as_str(), r.header("x-call-id"));
     let logs = g.cli_ok(&["logs", "esm"]);
     assert!(logs.contains(&format!("{}\tINFO\tesm got /hello", r.header("x-call-id").unwrap())), "{logs}");
+    // It was a warm Node spare, specialised as a Lambda client.
+    let s = &g.describe("esm")["scaling"][0];
+    assert_eq!((s["cold_starts"].as_u64(), s["pooled_starts"].as_u64()), (Some(1), Some(1)), "{s}");
     let r = invoke(&g, "esm", "{\"boom\":true}", &[]);
     assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"), "{}", r.text());
     assert_eq!(r.json()["errorType"], "TypeError");

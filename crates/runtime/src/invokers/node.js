@@ -197,7 +197,7 @@ let warmUp = null;
 function spare() {
   warmUp = require('crypto').randomBytes(16).toString('hex');
   let become;
-  serve(new Promise((resolve) => { become = resolve; }));
+  const server = serve(new Promise((resolve) => { become = resolve; }));
   const warm = http.request({
     socketPath: process.env.GUST_SOCKET, method: 'POST', agent: false,
     headers: { 'x-gust-warm-up': warmUp, 'content-type': 'application/json' },
@@ -213,6 +213,12 @@ function spare() {
     for (const k of Object.keys(process.env)) delete process.env[k];
     Object.assign(process.env, env);
     process.chdir(cwd);
+    if (process.env.AWS_LAMBDA_RUNTIME_API) {
+      // A lambda-node instance: its client pulls calls from the Runtime API instead.
+      server.close();
+      require(path.join(__dirname, 'lambda.js'));
+      return;
+    }
     become(load());
   });
   // gust went away without using this process.

@@ -537,6 +537,9 @@ def zygote(waiting):
     import site
     _json()
     site.getsitepackages()
+    # The Lambda client and the logging module it sets up, for lambda-python instances.
+    import logging  # noqa: F401
+    _lambda()
     try:
         import ctypes
         prctl = ctypes.CDLL(None, use_errno=True).prctl
