@@ -444,3 +444,62 @@ fn a_lambda_function_error_in_an_event_invocation_is_retried_then_dead_lettered(
     });
     assert_eq!(rec["attempts"], 2, "{rec}");
 }
+
+/// With `scale.concurrency = 3` one instance takes three invocations at once
+/// (`AWS_LAMBDA_MAX_CONCURRENCY`): each call waits until all three have arrived, which
+/// only happens if they run side by side on the single instance.
+#[test]
+fn with_concurrency_above_one_a_lambda_instance_takes_calls_side_by_side() {
+    let g = gust();
+    let dir = g.work.join("barrier");
+    std::fs::create_dir_all(&dir).unwrap();
+    let py = format!(
+        "import os, time\ndef handler(event, context):\n    d = {d:?}\n    open(os.path.join(d, 'py-' + context.aws_request_id), 'w').close()\n    end = time.time() + 20\n    while len([f for f in os.listdir(d) if f.startswith('py-')]) < 3 and time.time() < end:\n        time.sleep(0.01)\n    print('released', context.aws_request_id)\n    return {{'pid': os.getpid(), 'id': context.aws_request_id}}\n",
+        d = dir.to_str().unwrap()
+    );
+    let js = format!(
+        "const fs = require('fs'), path = require('path');\nexports.handler = async (event, context) => {{\n  const d = {d:?};\n  fs.writeFileSync(path.join(d, 'js-' + context.awsRequestId), '');\n  const end = Date.now() + 20000;\n  while (fs.readdirSync(d).filter((f) => f.startsWith('js-')).length < 3 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));\n  console.log('released', context.awsRequestId);\n  return {{ pid: process.pid, id: context.awsRequestId }};\n}};\n",
+        d = dir.to_str().unwrap()
+    );
+    let scale = "[scale]\nconcurrency = 3\nmax = 1\ninitial = 0";
+    g.deploy(
+        "bpy",
+        &[
+            ("gust.toml", &manifest("bpy", "lambda-python", &format!("handler = \"app.handler\"\n{scale}"))),
+            ("app.py", &py),
+        ],
+    );
+    g.deploy(
+        "bjs",
+        &[
+            ("gust.toml", &manifest("bjs", "lambda-node", &format!("handler = \"index.handler\"\n{scale}"))),
+            ("index.js", &js),
+        ],
+    );
+    for name in ["bpy", "bjs"] {
+        let url = g.url.clone();
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || gust_test_support::curl(&format!("{url}/function/{name}"), "GET", b"", &[]))
+            })
+            .collect();
+        let answers: Vec<Resp> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+        let mut pids = std::collections::BTreeSet::new();
+        for r in &answers {
+            assert_eq!(r.status, 200, "{name}: {}", r.text());
+            assert_eq!(r.json()["id"].as_str(), r.header("x-call-id"), "{name}");
+            pids.insert(r.json()["pid"].as_u64().unwrap());
+        }
+        assert_eq!(pids.len(), 1, "{name}: one instance served all three: {pids:?}");
+        // Each call's log line is tagged with its own id, though they ran at once.
+        let logs = g.cli_ok(&["logs", name]);
+        for r in &answers {
+            let id = r.header("x-call-id").unwrap();
+            assert!(
+                logs.lines().any(|l| l.contains(&format!("[{id}]")) && l.contains(&format!("released {id}"))),
+                "{name}: {logs}"
+            );
+        }
+    }
+}

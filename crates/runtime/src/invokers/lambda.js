@@ -17,17 +17,23 @@ const [host, port] = (() => {
   const i = api.lastIndexOf(':');
   return [api.slice(0, i), Number(api.slice(i + 1))];
 })();
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+// AWS_LAMBDA_MAX_CONCURRENCY (set when scale.concurrency > 1) runs that many pollers.
+const concurrency = Math.max(1, Number(process.env.AWS_LAMBDA_MAX_CONCURRENCY || 1) || 1);
+const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
 const API = '/2018-06-01/runtime';
 
-// The request id of the invocation in progress, for console lines and gust's log tags.
-let requestId = '';
+// The request id of the invocation in progress, for console lines and gust's log tags;
+// AsyncLocalStorage keeps it right across awaits and concurrent invocations.
+const { AsyncLocalStorage } = require('async_hooks');
+const current = new AsyncLocalStorage();
+const currentId = () => current.getStore() || '';
 
 for (const stream of [process.stdout, process.stderr]) {
   const write = stream.write.bind(stream);
   let atStart = true;
   stream.write = (chunk, encoding, cb) => {
     const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    const requestId = currentId();
     if (!requestId) {
       if (text.length) atStart = text.endsWith('\n');
       return write(chunk, encoding, cb);
@@ -47,7 +53,7 @@ for (const stream of [process.stdout, process.stderr]) {
 for (const [method, level] of [['log', 'INFO'], ['info', 'INFO'], ['debug', 'DEBUG'], ['warn', 'WARN'], ['error', 'ERROR'], ['trace', 'TRACE']]) {
   console[method] = (...args) => {
     const line = util.format(...args).replace(/\n/g, '\r');
-    process.stdout.write(`${new Date().toISOString()}\t${requestId || 'undefined'}\t${level}\t${line}\n`);
+    process.stdout.write(`${new Date().toISOString()}\t${currentId() || 'undefined'}\t${level}\t${line}\n`);
   };
 }
 
@@ -179,6 +185,11 @@ async function main() {
       process.exit(1);
     }
   }
+  await Promise.all(Array.from({ length: concurrency }, () => poll(fn)));
+}
+
+// One poller: take an invocation, run it, answer, forever.
+async function poll(fn) {
   for (;;) {
     let next;
     try {
@@ -192,40 +203,42 @@ async function main() {
       process.exit(1);
     }
     const id = next.headers['lambda-runtime-aws-request-id'];
-    requestId = id;
-    if (next.headers['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = next.headers['lambda-runtime-trace-id'];
-    else delete process.env._X_AMZN_TRACE_ID;
-    let err;
-    let result;
+    await current.run(id, () => answer(fn, id, next));
+  }
+}
+
+// Runs one invocation and posts its result or error.
+async function answer(fn, id, next) {
+  if (next.headers['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = next.headers['lambda-runtime-trace-id'];
+  else delete process.env._X_AMZN_TRACE_ID;
+  let err;
+  let result;
+  try {
+    const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
+    [err, result] = await invoke(fn, event, next.headers);
+  } catch (e) {
+    err = e;
+  }
+  let route = `/invocation/${id}/response`;
+  let body;
+  if (!err) {
     try {
-      const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
-      [err, result] = await invoke(fn, event, next.headers);
+      body = JSON.stringify(result === undefined ? null : result);
     } catch (e) {
-      err = e;
+      err = new InitError('Runtime.MarshalError', `Unable to stringify response body: ${e.message}`);
     }
-    let route = `/invocation/${id}/response`;
-    let body;
-    if (!err) {
-      try {
-        body = JSON.stringify(result === undefined ? null : result);
-      } catch (e) {
-        err = new InitError('Runtime.MarshalError', `Unable to stringify response body: ${e.message}`);
-      }
-    }
-    if (err) {
-      const doc = errorDoc(err);
-      process.stdout.write(`${new Date().toISOString()}\t${id}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
-      route = `/invocation/${id}/error`;
-      body = JSON.stringify(doc);
-    }
-    try {
-      await request('POST', route, body, { 'content-type': 'application/json' });
-    } catch (e) {
-      process.stderr.write(`gust lambda client: the Runtime API failed: ${e.message}\n`);
-      process.exit(1);
-    } finally {
-      requestId = '';
-    }
+  }
+  if (err) {
+    const doc = errorDoc(err);
+    process.stdout.write(`${new Date().toISOString()}\t${id}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
+    route = `/invocation/${id}/error`;
+    body = JSON.stringify(doc);
+  }
+  try {
+    await request('POST', route, body, { 'content-type': 'application/json' });
+  } catch (e) {
+    process.stderr.write(`gust lambda client: the Runtime API failed: ${e.message}\n`);
+    process.exit(1);
   }
 }
 
