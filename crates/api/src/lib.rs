@@ -30,7 +30,7 @@ pub mod wire;
 
 pub use error::{Error, Problem, Result};
 pub use manifest::{
-    Backoff, DeliveryPolicy, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy, TriggerSpec,
+    Backoff, DeliveryPolicy, FunctionAuth, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy, TriggerSpec,
 };
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};

@@ -280,6 +280,21 @@ pub struct FunctionSpec {
     /// A topic its results (of calls from `input`) are appended to, so functions chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Who may call it over HTTP: anyone (the default), or only callers with the
+    /// server's token (`auth = "token"`).
+    #[serde(default)]
+    pub auth: FunctionAuth,
+}
+
+/// Who may call a function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionAuth {
+    /// Anyone who can reach the gateway (OpenFaaS and Knative functions are public too).
+    #[default]
+    None,
+    /// Only callers sending the server's token (`Authorization: Bearer …`).
+    Token,
 }
 
 /// Entry point for `gust.toml` text.
@@ -328,6 +343,14 @@ impl Manifest {
             }
             ok
         });
+        let auth = match f.string("auth", false).as_deref() {
+            None | Some("none") => Some(FunctionAuth::None),
+            Some("token") => Some(FunctionAuth::Token),
+            Some(other) => {
+                f.problem("auth", format!("unknown `{other}`; expected \"none\" or \"token\""));
+                None
+            }
+        };
         let routes = routes(&mut f);
         let mut topic = |key: &str| match f.string(key, false) {
             None => Some(None),
@@ -495,6 +518,7 @@ impl Manifest {
                 triggers: triggers?,
                 input: input?,
                 output: output?,
+                auth: auth?,
             })
         })();
         spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
@@ -573,6 +597,9 @@ impl FunctionSpec {
         );
         if self.runtime == Runtime::Exec {
             out.push_str(&format!("protocol = \"{}\"\n", self.protocol.as_str()));
+        }
+        if self.auth == FunctionAuth::Token {
+            out.push_str("auth = \"token\"\n");
         }
         if let Some(b) = &self.build {
             out.push_str(&format!("build = {}\n", toml_str(b)));

@@ -349,6 +349,18 @@ pub struct Info {
     pub isolation: Isolation,
     /// Interpreters found at start-up, by runtime.
     pub interpreters: Vec<Interpreter>,
+    /// Where the token is required, and which file holds it (never the token itself).
+    #[serde(default)]
+    pub auth: AuthInfo,
+}
+
+/// What the server's token guards.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthInfo {
+    /// Whether `/api/v1/…` and `/calls/…` require it.
+    pub control_api: bool,
+    /// The file holding it, for `gust login --token-file`.
+    pub token_file: String,
 }
 
 /// Isolation of instances.

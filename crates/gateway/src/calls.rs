@@ -48,6 +48,7 @@ const NOT_STORED: [HeaderName; 8] = [
 pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let routing = gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
     let spec = &routing.current().spec;
+    gw.check_caller(spec, req.headers())?;
     let limit = spec.limits.max_body;
     crate::body::check_declared(req.headers(), limit)?;
     let callback_url = match req.headers().get(&CALLBACK_URL) {
@@ -64,6 +65,8 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
         .headers()
         .iter()
         .filter(|(k, _)| !NOT_STORED.contains(k) && k.as_str() != crate::invoke::CALL_ID)
+        // The server's token is neither stored nor passed on to the function.
+        .filter(|(k, _)| *k != header::AUTHORIZATION || !gw.authorized(req.headers()))
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     let body = crate::body::read_whole(req, limit).await?.1.to_vec();

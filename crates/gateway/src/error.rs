@@ -80,6 +80,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The request needs the server's token and did not carry it. Nothing else is said:
+    /// a missing and a wrong token get the same answer.
+    #[error("this needs the server's token: send `Authorization: Bearer TOKEN` (the CLI: `gust login`)")]
+    Unauthorized,
     /// An upload over the control API's size limit.
     #[error("upload is larger than {limit} bytes (--max-upload)")]
     UploadTooLarge {
@@ -113,6 +117,7 @@ impl Error {
             Error::RevisionFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Runtime(e) => match e {
                 R::Overloaded { .. } | R::QueueTimeout { .. } => StatusCode::TOO_MANY_REQUESTS,
                 R::StartFailed { .. } | R::Crashed { .. } | R::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
@@ -151,6 +156,7 @@ impl Error {
             Error::RevisionFailed { .. } => "revision_failed",
             Error::BadRequest { .. } => "bad_request",
             Error::UploadTooLarge { .. } => "upload_too_large",
+            Error::Unauthorized => "unauthorized",
             Error::Runtime(e) => match e {
                 R::Overloaded { .. } => "overloaded",
                 R::QueueTimeout { .. } => "queue_timeout",
@@ -220,6 +226,9 @@ impl Error {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Error::Unauthorized) {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gust\""));
         }
         if let Error::MethodNotAllowed { allow } = self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));

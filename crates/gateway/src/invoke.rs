@@ -126,9 +126,14 @@ async fn forward(
         })?
         .clone();
     let spec = &revision.spec;
+    gw.check_caller(spec, req.headers())?;
     let limit = spec.limits.max_body;
     crate::body::check_declared(req.headers(), limit)?;
     let (mut parts, body) = req.into_parts();
+    // The server's token is never passed on to a function.
+    if gw.authorized(&parts.headers) {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
     let original = parts.uri.clone();
     let uri = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),

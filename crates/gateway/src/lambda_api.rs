@@ -105,6 +105,13 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
             format!("Function not found: {function}:{}", tag.as_deref().unwrap_or_default()),
         ),
     })?;
+    if gw.check_caller(&revision.spec, req.headers()).is_err() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UnrecognizedClientException",
+            "this function needs the server's token: send `Authorization: Bearer TOKEN`",
+        ));
+    }
     let limit =
         if kind == "Event" { MAX_EVENT.min(revision.spec.limits.max_body) } else { revision.spec.limits.max_body };
     let call = CallId::from_caller(req.headers().get(crate::invoke::CALL_ID).map(HeaderValue::as_bytes));

@@ -14,9 +14,11 @@
 //! - [`topics`]: partitioned logs, publishing, and the consumers of `input` topics.
 //! - [`lambda_api`]: the AWS Lambda Invoke API, for SDK code calling gust functions.
 //! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
+//! - [`auth`]: the server's token, for the control API and private functions.
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
 
+pub mod auth;
 mod body;
 pub mod call_log;
 pub mod calls;
@@ -33,6 +35,7 @@ pub mod routes;
 mod server;
 pub mod topics;
 
+pub use auth::Auth;
 pub use error::{Error, Result};
 pub use registry::Registry;
 pub use server::{Gateway, GatewayConfig, serve};

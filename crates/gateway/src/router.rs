@@ -45,6 +45,8 @@ pub enum Route<'a> {
 pub enum Api<'a> {
     /// `GET /api/v1/info`.
     Info,
+    /// `GET /api/v1/auth`: 200 with the server's token, 401 without (`gust login` checks it).
+    Auth,
     /// `GET /api/v1/functions`.
     List,
     /// `POST /api/v1/functions` with a `.tar.gz` body.
@@ -140,6 +142,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match path {
         "/healthz" => get(Route::Health),
         "/api/v1/info" => get(Route::Api(Api::Info)),
+        "/api/v1/auth" => get(Route::Api(Api::Auth)),
         "/api/v1/routes" | "/api/v1/routes/" => match *method {
             Method::GET => Route::Api(Api::Routes),
             Method::POST => Route::Api(Api::CreateRoute),

@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub retention: Retention,
     /// How long the records of succeeded and failed calls are kept. Default 24 h.
     pub call_retention: Duration,
+    /// The server's token; `None` only in tests and embedders that want no auth at all
+    /// (then private functions cannot be called).
+    pub auth: Option<crate::Auth>,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +47,7 @@ impl Default for GatewayConfig {
             domain: None,
             retention: Retention::default(),
             call_retention: Duration::from_secs(24 * 3600),
+            auth: None,
         }
     }
 }
@@ -82,6 +86,22 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Whether `headers` carry the server's token.
+    pub fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        self.config.auth.as_ref().is_some_and(|a| a.allows(headers))
+    }
+
+    /// Refuses a call to a private function (`auth = "token"`) made without the token.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`].
+    pub fn check_caller(&self, spec: &gust_api::FunctionSpec, headers: &http::HeaderMap) -> crate::Result<()> {
+        if spec.auth == gust_api::FunctionAuth::Token && !self.authorized(headers) {
+            return Err(Error::Unauthorized);
+        }
+        Ok(())
+    }
+
     /// The URL of a function.
     pub fn function_url(&self, name: &str) -> String {
         format!("{}/function/{name}", self.base_url)
@@ -214,6 +234,11 @@ impl Gateway {
                 let sub = sub.to_owned();
                 calls::accept(&self, &function, &sub, req).await.unwrap_or_else(|e| e.into_response(None))
             }
+            Route::Call(_) | Route::Api(_)
+                if self.config.auth.as_ref().is_some_and(|a| a.control) && !self.authorized(req.headers()) =>
+            {
+                Error::Unauthorized.into_response(None)
+            }
             Route::Call(id) => calls::get(&self, id).await.unwrap_or_else(|e| e.into_response(None)),
             Route::Events => events::ingest(&self, req).await.unwrap_or_else(|e| e.into_response(None)),
             Route::LambdaInvoke(name) => {
@@ -224,6 +249,10 @@ impl Gateway {
             Route::Api(api) => {
                 let result = match api {
                     Api::Info => control::info(&self),
+                    Api::Auth if self.authorized(req.headers()) => {
+                        Ok(control::json(http::StatusCode::OK, &serde_json::json!({"authenticated": true})))
+                    }
+                    Api::Auth => Err(Error::Unauthorized),
                     Api::List => control::list(&self),
                     Api::Deploy => control::deploy(&self, req).await,
                     Api::Describe(name) => control::describe(&self, name).await,

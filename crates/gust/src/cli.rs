@@ -4,6 +4,7 @@ mod calls;
 mod deploy;
 mod describe;
 mod invoke;
+mod login;
 mod logs;
 mod ls;
 mod new;
@@ -46,6 +47,10 @@ enum Command {
     Ls(ls::Ls),
     /// Show a function's manifest, revisions, instances and recent errors.
     Describe(describe::Describe),
+    /// Keep the server's token for the CLI (needed with `gust up --auth`, or beyond loopback).
+    Login(login::Login),
+    /// Forget the token kept for the server.
+    Logout(login::Logout),
     /// Print a function's log lines.
     Logs(logs::Logs),
     /// Remove a function and stop its instances.
@@ -68,6 +73,8 @@ enum Command {
     Publish(topic::Publish),
 }
 
+pub(crate) use login::{bearer, token_for};
+
 /// A configuration or usage problem (exit code 64, as `EX_USAGE`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -79,6 +86,8 @@ impl Cli {
         match self.command {
             Command::Up(c) => c.run().await,
             Command::New(c) => c.run(),
+            Command::Login(c) => c.run(&self.url).await,
+            Command::Logout(c) => c.run(&self.url),
             Command::Deploy(c) => c.run(&client()?).await,
             Command::Route(c) => c.run(&client()?).await,
             Command::Invoke(c) => c.run(&client()?).await,

@@ -15,18 +15,44 @@ use serde::de::DeserializeOwned;
 /// Talks to one gust server.
 pub(crate) struct Client {
     base: String,
+    token: Option<String>,
     inner: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
 impl Client {
+    /// A client sending the token `gust login` kept for `url` (or `GUST_TOKEN`).
     pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
+        let token = crate::cli::token_for(url.trim_end_matches('/'));
+        Self::with_token(url, token)
+    }
+
+    /// A client sending `token`, if any.
+    pub(crate) fn with_token(url: &str, token: Option<String>) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
             return Err(crate::cli::UsageError(format!("--url / GUST_URL must be an http:// URL, not `{url}`")).into());
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Ok(Self { base, inner: HyperClient::builder(TokioExecutor::new()).build(connector) })
+        Ok(Self { base, token, inner: HyperClient::builder(TokioExecutor::new()).build(connector) })
+    }
+
+    /// The server's URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns just its status and body.
+    pub(crate) async fn status(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, headers, Bytes::new()).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+        Ok((status, body))
     }
 
     /// Sends a request; the response body streams.
@@ -43,6 +69,11 @@ impl Client {
             .body(Full::new(body))
             .context("building the request")?;
         *req.headers_mut() = headers;
+        if let Some(v) = self.token.as_deref().and_then(crate::cli::bearer)
+            && !req.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+        }
         self.inner.request(req).await.map_err(|e| {
             anyhow!("cannot reach gust at {}: {e} (is `gust up` running? set --url or GUST_URL)", self.base)
         })

@@ -27,4 +27,17 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Warm processes kept per runtime.
     pub pools: WarmPools,
+    /// The server's token and where it is required.
+    pub auth: AuthSettings,
+}
+
+/// Where the token lives and whether the control API requires it.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Require the token for the control API even on loopback (`--auth`). Beyond
+    /// loopback it is always required.
+    pub required: bool,
+    /// Read the token from here instead of `<data>/token` (which is created, mode 0600,
+    /// with 256 random bits, when missing).
+    pub token_file: Option<PathBuf>,
 }

@@ -46,6 +46,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The server's token could not be read or made.
+    #[error("cannot read or create the token `{}`: {detail}", path.display())]
+    Token {
+        /// The token file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// A start-up task panicked (a bug).
     #[error("start-up task failed: {0}")]
     Task(String),

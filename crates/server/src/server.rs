@@ -68,12 +68,24 @@ impl Server {
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let base_url = format!("http://{}", public_addr(addr));
+        let token_file = config.auth.token_file.clone().unwrap_or_else(|| config.data_dir.join("token"));
+        let token = {
+            let path = token_file.clone();
+            tokio::task::spawn_blocking(move || read_or_create_token(&path))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??
+        };
+        // Beyond loopback the control API is never open.
+        let control = config.auth.required || !config.listen.ip().is_loopback();
+        let mut gateway_config = config.gateway.clone();
+        gateway_config.auth = Some(gust_gateway::Auth::new(&token, control));
         let info = Info {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             listen: base_url.clone(),
             data_dir: config.data_dir.display().to_string(),
             isolation: gust_runtime::isolation::detect(),
             interpreters: describe(&interpreters),
+            auth: gust_api::wire::AuthInfo { control_api: control, token_file: token_file.display().to_string() },
         };
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(gust_gateway::call_log::BACKLOG);
         let gateway = Arc::new(Gateway {
@@ -82,7 +94,7 @@ impl Server {
             registry,
             info,
             base_url,
-            config: config.gateway.clone(),
+            config: gateway_config,
             shutdown: shutdown_rx,
             calls_ready: tokio::sync::Notify::new(),
             topic_published: tokio::sync::Notify::new(),
@@ -170,4 +182,35 @@ fn describe(i: &Interpreters) -> Vec<Interpreter> {
         detail: f.detail.clone(),
     };
     vec![one("python", &i.python), one("node", &i.node), one("shell", &i.shell), one("java", &i.java)]
+}
+
+/// The server's token: the file's first line, or, when the file does not exist, 256
+/// random bits in hex written to a new file only the owner may read.
+fn read_or_create_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail = |detail: String| Error::Token { path: path.to_path_buf(), detail };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.lines().next().unwrap_or_default().trim().to_owned();
+            if token.len() < 16 {
+                return Err(fail("it must hold a token of at least 16 characters on its first line".into()));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| fail(format!("no randomness: {e}")))?;
+            let token = hex::encode(bytes);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| fail(e.to_string()))?;
+            f.write_all(format!("{token}\n").as_bytes()).map_err(|e| fail(e.to_string()))?;
+            Ok(token)
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
 }

@@ -31,6 +31,8 @@ pub struct Gust {
     pub banner: String,
     _tmp: Option<tempfile::TempDir>,
     stderr_log: PathBuf,
+    /// The server's token, sent by [`Gust::cli`] and [`Gust::call`] once [`Gust::use_token`] ran.
+    token: Option<String>,
 }
 
 /// An HTTP answer.
@@ -95,7 +97,9 @@ impl Gust {
         let ready = work.join(format!("ready-{n}"));
         let stderr_log = work.join(format!("gust-{n}.stderr"));
         let mut cmd = Command::new(bin);
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--data"])
+        // GUST_LISTEN among `env` replaces the loopback default (a flag would win over it).
+        let listen = env.iter().find(|(k, _)| *k == "GUST_LISTEN").map_or("127.0.0.1:0", |(_, v)| *v);
+        cmd.args(["up", "--listen", listen, "--data"])
             .arg(data)
             .arg("--ready-file")
             .arg(&ready)
@@ -143,7 +147,18 @@ impl Gust {
             banner,
             _tmp: tmp,
             stderr_log,
+            token: None,
         }
+    }
+
+    /// The server's token, from `<data>/token`.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("token")).unwrap().trim().to_owned()
+    }
+
+    /// From now on the CLI and [`Gust::call`] send the server's token.
+    pub fn use_token(&mut self) {
+        self.token = Some(self.token());
     }
 
     /// The server's stderr so far (its log).
@@ -158,7 +173,12 @@ impl Gust {
 
     /// Runs `gust ARGS` against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin).args(args).env("GUST_URL", &self.url).current_dir(&self.work).output().unwrap()
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).env("GUST_URL", &self.url).env_remove("GUST_TOKEN").current_dir(&self.work);
+        if let Some(t) = &self.token {
+            cmd.env("GUST_TOKEN", t);
+        }
+        cmd.output().unwrap()
     }
 
     /// Runs `gust ARGS` and asserts it succeeded; returns stdout.
@@ -198,7 +218,14 @@ impl Gust {
 
     /// Calls `METHOD URL-PATH` with curl; `body` is sent as is.
     pub fn call(&self, method: &str, path: &str, body: &[u8], headers: &[&str]) -> Resp {
-        curl(&format!("{}{path}", self.url), method, body, headers)
+        match &self.token {
+            Some(t) => {
+                let auth = format!("Authorization: Bearer {t}");
+                let all: Vec<&str> = headers.iter().copied().chain([auth.as_str()]).collect();
+                curl(&format!("{}{path}", self.url), method, body, &all)
+            }
+            None => curl(&format!("{}{path}", self.url), method, body, headers),
+        }
     }
 
     /// `POST /function/NAME` with `body`.

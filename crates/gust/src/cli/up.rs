@@ -62,6 +62,14 @@ pub(crate) struct Up {
     /// "24h"; dead-lettered calls stay until redriven or purged.
     #[arg(long, env = "GUST_CALL_RETENTION", default_value = "24h")]
     call_retention: String,
+    /// Require the server's token for the control API (`/api/v1`, `/calls`) even on
+    /// loopback. Listening on any other address always requires it.
+    #[arg(long, env = "GUST_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
+    auth: bool,
+    /// Read the server's token from this file instead of `<data>/token` (created with
+    /// 256 random bits, readable only by its owner, when missing).
+    #[arg(long, env = "GUST_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -74,6 +82,14 @@ impl Up {
         let info = running.info();
         println!("gust {} listening on {}", info.version, info.listen);
         println!("  data:      {}", info.data_dir);
+        if info.auth.control_api {
+            println!("  auth:      the control API needs the token in {} (`gust login`)", info.auth.token_file);
+        } else {
+            println!(
+                "  auth:      control API open on loopback; private functions need the token in {}",
+                info.auth.token_file
+            );
+        }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
         let pools = config.pools;
         println!(
@@ -146,6 +162,7 @@ impl Up {
                 ..gust_gateway_config(max_upload, self.domain.clone(), retention)
             },
             pools,
+            auth: gust_server::config::AuthSettings { required: self.auth, token_file: self.token_file.clone() },
         })
     }
 }

@@ -18,6 +18,7 @@ mod releases;
 mod routes;
 mod runtimes;
 mod scaling;
+mod security;
 mod topics;
 
 use gust_test_support::Gust;

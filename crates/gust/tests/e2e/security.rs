@@ -1,0 +1,127 @@
+//! The platform's own doors (issue 8): the server's token for the control API, `gust
+//! login`, private functions.
+
+use gust_test_support::{curl, eventually};
+
+use crate::{gust, gust_env, manifest};
+
+const ECHO_AUTH: &str = "def handle(e, c):\n    return {'authorization': e.headers.get('authorization')}\n";
+
+#[test]
+fn with_auth_the_control_api_needs_the_token_and_function_calls_do_not() {
+    let mut g = gust_env(&[("GUST_AUTH", "1")]);
+    assert!(g.banner.contains("the control API needs the token"), "{}", g.banner);
+    let token = g.token();
+    assert_eq!(token.len(), 64, "256 random bits in hex");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(g.data.join("token")).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the token file is the owner's alone: {mode:o}");
+
+    let base = g.url.clone();
+    let url = |p: &str| format!("{base}{p}");
+    let missing = curl(&url("/api/v1/functions"), "GET", b"", &[]);
+    let wrong = curl(&url("/api/v1/functions"), "GET", b"", &["Authorization: Bearer not-the-token"]);
+    let basic_wrong = curl(&url("/api/v1/functions"), "GET", b"", &["Authorization: Basic YWRtaW46bm9wZQ=="]);
+    for r in [&missing, &wrong, &basic_wrong] {
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.json()["error"], "unauthorized");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"gust\""));
+    }
+    // A wrong token learns nothing a missing one does not.
+    assert_eq!(missing.body, wrong.body);
+    assert!(!missing.text().contains(&token));
+    assert_eq!(curl(&url("/api/v1/functions"), "GET", b"", &[&format!("Authorization: Bearer {token}")]).status, 200);
+    // HTTP Basic with the token as password works too, as faas-cli sends it.
+    let basic = format!("Authorization: Basic {}", gust_api::wire::base64(format!("admin:{token}").as_bytes()));
+    assert_eq!(curl(&url("/api/v1/info"), "GET", b"", &[&basic]).status, 200);
+    assert_eq!(curl(&url("/healthz"), "GET", b"", &[]).status, 200);
+
+    // The CLI without the token says how to get it.
+    let out = g.cli(&["ls"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gust login"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `gust login` checks the token and keeps it; every later command sends it.
+    let config = g.work.join("config");
+    let login = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(args)
+            .env("GUST_URL", &base)
+            .env("XDG_CONFIG_HOME", &config)
+            .env_remove("GUST_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = login(&["login", "--token-stdin"], "wrong-token-000000\n");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused the token"));
+    let ok = login(&["login", "--token-file", g.data.join("token").to_str().unwrap()], "");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let saved = config.join("gust/credentials.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let ls = login(&["ls"], "");
+    assert!(ls.status.success(), "{}", String::from_utf8_lossy(&ls.stderr));
+    assert!(login(&["logout"], "").status.success());
+    assert!(!login(&["ls"], "").status.success());
+
+    // Deploys need it; calls to a public function do not, and never see the token.
+    g.use_token();
+    g.deploy("echo", &[("gust.toml", &manifest("echo", "python", "")), ("handler.py", ECHO_AUTH)]);
+    let r = curl(&url("/function/echo"), "GET", b"", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = curl(&url("/function/echo"), "GET", b"", &[&format!("Authorization: Bearer {token}")]);
+    assert_eq!(r.json()["authorization"], serde_json::Value::Null, "the token was passed on: {}", r.text());
+    // Other credentials are the function's business and reach it.
+    let r = curl(&url("/function/echo"), "GET", b"", &["Authorization: Bearer app-token"]);
+    assert_eq!(r.json()["authorization"], "Bearer app-token");
+    // Call records are the control API's.
+    let id = r.header("x-call-id").unwrap().to_owned();
+    // (Sync call records are written in batches: wait for this one.)
+    eventually("the call's record", || (g.call("GET", &format!("/calls/{id}"), b"", &[]).status == 200).then_some(()));
+    assert_eq!(curl(&url(&format!("/calls/{id}")), "GET", b"", &[]).status, 401);
+}
+
+#[test]
+fn listening_beyond_loopback_always_requires_the_token() {
+    let g = gust_env(&[("GUST_LISTEN", "0.0.0.0:0")]);
+    assert!(g.banner.contains("the control API needs the token"), "{}", g.banner);
+    assert_eq!(curl(&format!("{}/api/v1/functions", g.url), "GET", b"", &[]).status, 401);
+    let info = curl(&format!("{}/api/v1/info", g.url), "GET", b"", &[&format!("Authorization: Bearer {}", g.token())]);
+    assert_eq!(info.json()["auth"]["control_api"], true, "{}", info.text());
+    assert!(!info.text().contains(&g.token()), "the API never shows the token");
+}
+
+#[test]
+fn a_private_function_answers_only_callers_with_the_token() {
+    let g = gust();
+    assert!(g.banner.contains("control API open on loopback"), "{}", g.banner);
+    g.deploy("secret", &[("gust.toml", &manifest("secret", "python", "auth = \"token\"")), ("handler.py", ECHO_AUTH)]);
+    g.deploy("open", &[("gust.toml", &manifest("open", "python", "")), ("handler.py", ECHO_AUTH)]);
+    let bearer = format!("Authorization: Bearer {}", g.token());
+    let cases: [(&str, &str, &[u8]); 3] = [
+        ("POST", "/function/secret", b"x"),
+        ("POST", "/async-function/secret", b"x"),
+        ("POST", "/2015-03-31/functions/secret/invocations", b"{}"),
+    ];
+    for (method, path, body) in cases {
+        let r = g.call(method, path, body, &[]);
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        let r = g.call(method, path, body, &[&bearer]);
+        assert!(r.status == 200 || r.status == 202, "{path}: {} {}", r.status, r.text());
+    }
+    let r = g.call("GET", "/function/secret", b"", &[&bearer]);
+    assert_eq!(r.json()["authorization"], serde_json::Value::Null, "{}", r.text());
+    assert_eq!(g.call("GET", "/function/open", b"", &[]).status, 200);
+    assert!(g.cli_ok(&["describe", "secret"]).contains("auth = \"token\""));
+    // A typo in the setting fails the deploy and names the field.
+    let dir =
+        g.function("bad", &[("gust.toml", &manifest("bad", "python", "auth = \"tokens\"")), ("handler.py", ECHO_AUTH)]);
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth"), "{}", String::from_utf8_lossy(&out.stderr));
+}
