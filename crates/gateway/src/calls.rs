@@ -53,7 +53,7 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
     crate::body::check_declared(req.headers(), limit)?;
     let callback_url = match req.headers().get(&CALLBACK_URL) {
         None => None,
-        Some(v) => Some(check_callback(v)?),
+        Some(v) => Some(check_callback(gw, v).await?),
     };
     let id = CallId::from_caller(req.headers().get(crate::invoke::CALL_ID).map(HeaderValue::as_bytes));
     let path_and_query = match req.uri().query() {
@@ -106,8 +106,9 @@ pub(crate) async fn enqueue(gw: &Gateway, call: NewCall) -> Result<bool> {
     Ok(fresh)
 }
 
-/// A callback URL must be an absolute `http://` URL with a host.
-fn check_callback(value: &HeaderValue) -> Result<String> {
+/// A callback URL must be an absolute `http://` URL with a host whose addresses gust may
+/// reach ([`crate::outbound`]); it is checked again when the callback is made.
+async fn check_callback(gw: &Gateway, value: &HeaderValue) -> Result<String> {
     let bad = |why: &str| Error::BadRequest { message: format!("X-Callback-Url: {why}") };
     let text = value.to_str().map_err(|_| bad("not visible ASCII"))?;
     let uri: http::Uri = text.parse().map_err(|_| bad("not a URL"))?;
@@ -116,9 +117,10 @@ fn check_callback(value: &HeaderValue) -> Result<String> {
         Some("https") => return Err(bad("https is not supported yet; use an http:// URL")),
         _ => return Err(bad("must be an absolute http:// URL")),
     }
-    if uri.host().is_none_or(str::is_empty) {
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
         return Err(bad("has no host"));
-    }
+    };
+    gw.config.outbound.resolve(host, uri.port_u16().unwrap_or(80)).await.map_err(|why| bad(&why))?;
     Ok(text.to_owned())
 }
 

@@ -8,6 +8,7 @@
 //! of gust mid-call leaves it running in the store; the next start queues it again
 //! (at-least-once, the extra attempt visible in the record).
 
+use crate::outbound::OutboundPolicy;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::AtomicBool;
@@ -186,7 +187,7 @@ async fn attempt(gw: Arc<Gateway>, call: StoredCall, in_flight: InFlight) {
     if retry_at.is_none()
         && let Some(url) = &call.call.callback_url
     {
-        callback(url, &call, &record, now).await;
+        callback(&gw.config.outbound, url, &call, &record, now).await;
     }
 }
 
@@ -338,11 +339,11 @@ fn jitter(wait: Duration) -> Duration {
 /// `X-Function-Status` (the function's status, or 500 when it never answered, with
 /// `X-Call-Status` saying `failed` or `dead`) and `X-Duration-Seconds`. Tried
 /// [`CALLBACK_TRIES`] times; a failure is logged and does not change the call.
-async fn callback(url: &str, call: &StoredCall, a: &Attempted, now: i64) {
+async fn callback(policy: &OutboundPolicy, url: &str, call: &StoredCall, a: &Attempted, now: i64) {
     let status = a.result.as_ref().map_or(500, |r| r.status);
     let seconds = (now - call.accepted_ms).max(0) as f64 / 1000.0;
     for n in 1..=CALLBACK_TRIES {
-        match tokio::time::timeout(CALLBACK_TIMEOUT, post(url, call, a, status, seconds)).await {
+        match tokio::time::timeout(CALLBACK_TIMEOUT, post(policy, url, call, a, status, seconds)).await {
             Ok(Ok(code)) if code < 500 => {
                 tracing::debug!(call_id = %call.call.id, code, "callback delivered");
                 return;
@@ -357,12 +358,23 @@ async fn callback(url: &str, call: &StoredCall, a: &Attempted, now: i64) {
     }
 }
 
-async fn post(url: &str, call: &StoredCall, a: &Attempted, status: u16, seconds: f64) -> std::io::Result<u16> {
+/// One POST of a callback. The host is resolved and checked by `policy`, and the
+/// connection made to a checked address; redirects are not followed (a 3xx is an
+/// answer), and only the status of the answer is read, never its body.
+async fn post(
+    policy: &OutboundPolicy,
+    url: &str,
+    call: &StoredCall,
+    a: &Attempted,
+    status: u16,
+    seconds: f64,
+) -> std::io::Result<u16> {
     use std::io::Error as IoError;
     let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| IoError::other(e.to_string()))?;
     let host = uri.host().ok_or_else(|| IoError::other("no host"))?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let addrs = policy.resolve(&host, port).await.map_err(IoError::other)?;
+    let stream = tokio::net::TcpStream::connect(&addrs[..]).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| IoError::other(e.to_string()))?;

@@ -15,6 +15,7 @@
 //! - [`lambda_api`]: the AWS Lambda Invoke API, for SDK code calling gust functions.
 //! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
 //! - [`auth`]: the server's token, for the control API and private functions.
+//! - [`outbound`]: which addresses callbacks may reach (no SSRF).
 //! - [`registry`]: function name → serving revision.
 //! - [`error`]: every error → status code and JSON body, in one place.
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod invoke;
 pub mod lambda_api;
+pub mod outbound;
 pub mod registry;
 pub mod router;
 pub mod routes;

@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     /// The server's token; `None` only in tests and embedders that want no auth at all
     /// (then private functions cannot be called).
     pub auth: Option<crate::Auth>,
+    /// The addresses callbacks may reach; by default no loopback, private or link-local one.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +50,7 @@ impl Default for GatewayConfig {
             retention: Retention::default(),
             call_retention: Duration::from_secs(24 * 3600),
             auth: None,
+            outbound: crate::outbound::OutboundPolicy::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use gust_gateway::GatewayConfig;
+pub use gust_gateway::outbound::OutboundPolicy;
 pub use gust_runtime::WarmPools;
 pub use gust_runtime::interpreters::InterpreterSettings;
 pub use gust_store::Retention;

@@ -70,6 +70,10 @@ pub(crate) struct Up {
     /// 256 random bits, readable only by its owner, when missing).
     #[arg(long, env = "GUST_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Addresses async callbacks may reach besides public ones: CIDR ranges, addresses,
+    /// `loopback`, `private`, `link-local`, comma-separated (default: none of them).
+    #[arg(long, env = "GUST_OUTBOUND_ALLOW", default_value = "")]
+    outbound_allow: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -131,6 +135,9 @@ impl Up {
         let call_retention = parse_duration(&self.call_retention)
             .map_err(|e| problems.push(format!("--call-retention: {e}")))
             .unwrap_or(Duration::from_secs(24 * 3600));
+        let outbound = gust_server::config::OutboundPolicy::parse(&self.outbound_allow)
+            .map_err(|e| problems.push(format!("--outbound-allow: {e}")))
+            .unwrap_or_default();
         let data = match &self.data {
             Some(d) => d.clone(),
             None => match std::env::var_os("HOME") {
@@ -159,6 +166,7 @@ impl Up {
             },
             gateway: gust_server::config::GatewayConfig {
                 call_retention,
+                outbound,
                 ..gust_gateway_config(max_upload, self.domain.clone(), retention)
             },
             pools,

@@ -125,3 +125,42 @@ fn a_private_function_answers_only_callers_with_the_token() {
     let out = g.cli(&["deploy", dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn callbacks_to_loopback_private_and_link_local_addresses_are_refused_unless_allowed() {
+    let g = gust();
+    g.deploy("cb", &[("gust.toml", &manifest("cb", "python", "")), ("handler.py", "def handle(d):\n    return d\n")]);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/",
+        "http://10.0.0.5/",
+        "http://192.168.1.1:8080/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:9/",
+    ] {
+        let r = g.call("POST", "/async-function/cb", b"1", &[&format!("X-Callback-Url: {url}")]);
+        assert_eq!(r.status, 400, "{url}: {}", r.text());
+        assert!(r.text().contains("--outbound-allow") || r.text().contains("reserved"), "{url}: {}", r.text());
+    }
+    // Nothing was queued for them.
+    assert_eq!(g.call("GET", "/api/v1/functions/cb/calls", b"", &[]).json(), serde_json::json!([]));
+
+    // Allowing loopback opens loopback only.
+    let g = gust_env(&[("GUST_OUTBOUND_ALLOW", "loopback")]);
+    g.deploy("cb", &[("gust.toml", &manifest("cb", "python", "")), ("handler.py", "def handle(d):\n    return d\n")]);
+    assert_eq!(g.call("POST", "/async-function/cb", b"1", &["X-Callback-Url: http://127.0.0.1:9/"]).status, 202);
+    assert_eq!(g.call("POST", "/async-function/cb", b"1", &["X-Callback-Url: http://169.254.169.254/"]).status, 400);
+    // A bad setting is refused at start-up.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args(["up", "--listen", "127.0.0.1:0", "--outbound-allow", "intranet"])
+        .env("GUST_DATA", g.work.join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--outbound-allow"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
