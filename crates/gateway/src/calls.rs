@@ -79,7 +79,7 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
         body,
         callback_url,
     };
-    let fresh = enqueue(gw, call).await?;
+    let fresh = enqueue(gw, call, spec.delivery.max_queued).await?;
     let location = format!("/calls/{id}");
     let answer = AsyncAccepted {
         call_id: id.to_string(),
@@ -99,9 +99,10 @@ pub async fn accept(gw: &Gateway, function: &str, path: &str, req: Request<Incom
 /// already stored (an idempotent retry).
 ///
 /// # Errors
-/// 409 for an id another function's call has; store failures.
-pub(crate) async fn enqueue(gw: &Gateway, call: NewCall) -> Result<bool> {
-    let fresh = gw.with_store(move |s| s.enqueue(&call)).await?;
+/// 409 for an id another function's call has, 429 when the function already has
+/// `max_queued` calls pending; store failures.
+pub(crate) async fn enqueue(gw: &Gateway, call: NewCall, max_queued: u32) -> Result<bool> {
+    let fresh = gw.with_store(move |s| s.enqueue(&call, max_queued)).await?;
     gw.calls_ready.notify_one();
     Ok(fresh)
 }

@@ -39,8 +39,16 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let n = due.len();
         let stored = gw
             .with_store(move |s| {
-                for call in &due {
-                    s.enqueue(call)?;
+                for (call, max_queued) in &due {
+                    match s.enqueue(call, *max_queued) {
+                        // That run is skipped; the next comes at its time.
+                        Err(gust_store::Error::QueueFull { function, max }) => {
+                            tracing::warn!(function, max, call_id = %call.id, "scheduled run skipped: its queue is full");
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
                 }
                 Ok(())
             })
@@ -55,8 +63,9 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The calls for every scheduled run in `(after, now]`.
-fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<NewCall> {
+/// The calls for every scheduled run in `(after, now]`, each with its function's
+/// `[async] max_queued`.
+fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<(NewCall, u32)> {
     let mut calls = Vec::new();
     for routing in gw.registry.all() {
         let Some(revision) = routing.latest.as_ref() else { continue };
@@ -70,7 +79,7 @@ fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<NewCall> {
                 let name = revision.spec.name.as_str();
                 let id = format!("cron-{name}-{i}-{ms}");
                 let when = humantime::format_rfc3339_millis(at).to_string();
-                calls.push(NewCall {
+                let call = NewCall {
                     id: CallId::from_caller(Some(id.as_bytes())),
                     function: name.to_owned(),
                     method: "POST".to_owned(),
@@ -81,7 +90,8 @@ fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<NewCall> {
                     ],
                     body: Vec::new(),
                     callback_url: None,
-                });
+                };
+                calls.push((call, revision.spec.delivery.max_queued));
             }
         }
     }

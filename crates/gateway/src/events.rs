@@ -55,12 +55,17 @@ pub async fn ingest(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
 pub async fn route(gw: &Gateway, event: &CloudEvent, hops: u32) -> Result<usize> {
     let (mut headers, body) = event.to_binary();
     headers.push((HOPS.as_str().to_owned(), hops.to_string()));
-    let calls: Vec<NewCall> = gw
+    let targets: Vec<_> = gw
         .registry
         .all()
         .iter()
-        .filter_map(|routing| routing.latest.as_ref())
+        .filter_map(|routing| routing.latest.clone())
         .filter(|r| r.spec.triggers.iter().any(|t| t.matches(event)))
+        .collect();
+    let caps: std::collections::HashMap<String, u32> =
+        targets.iter().map(|r| (r.spec.name.to_string(), r.spec.delivery.max_queued)).collect();
+    let calls: Vec<NewCall> = targets
+        .iter()
         .map(|r| NewCall {
             id: CallId::generate(),
             function: r.spec.name.to_string(),
@@ -73,7 +78,7 @@ pub async fn route(gw: &Gateway, event: &CloudEvent, hops: u32) -> Result<usize>
         .collect();
     let n = calls.len();
     if n > 0 {
-        gw.with_store(move |s| s.enqueue_all(&calls)).await?;
+        gw.with_store(move |s| s.enqueue_all(&calls, |f| caps.get(f).copied().unwrap_or(0))).await?;
         gw.calls_ready.notify_one();
     }
     tracing::debug!(id = event.attr("id"), r#type = event.attr("type"), deliveries = n, hops, "event routed");

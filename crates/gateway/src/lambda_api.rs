@@ -137,7 +137,9 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
                 body: payload.to_vec(),
                 callback_url: None,
             };
-            crate::calls::enqueue(gw, new).await.map_err(|e| ApiError::from_gateway(&e))?;
+            crate::calls::enqueue(gw, new, revision.spec.delivery.max_queued)
+                .await
+                .map_err(|e| ApiError::from_gateway(&e))?;
             Ok(answer(StatusCode::ACCEPTED, &call, None, Bytes::new()))
         }
         _ => sync(gw, &function, &revision, &call, payload).await,

@@ -81,6 +81,16 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// A function already has `[async] max_queued` calls waiting or running.
+    #[error(
+        "function `{function}` already has {max} async calls queued or running ([async] max_queued); try again later"
+    )]
+    QueueFull {
+        /// The function.
+        function: String,
+        /// Its `max_queued`.
+        max: u32,
+    },
     /// A traffic change (or a deploy's traffic options) was refused; nothing changed.
     #[error("{reason}")]
     BadTraffic {

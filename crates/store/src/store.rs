@@ -113,6 +113,11 @@ CREATE TABLE offsets (
     PRIMARY KEY (function, topic, partition)
 );
 ",
+    // Counting a function's pending async calls (the `[async] max_queued` cap) walks
+    // only the pending ones.
+    r"
+CREATE INDEX calls_pending ON calls (function) WHERE status IN ('queued', 'running');
+",
 ];
 
 /// The longest failure text kept for a revision: enough for a traceback's tail.

@@ -41,6 +41,14 @@ pub struct DeliveryPolicy {
     /// Async calls of the function in flight at once, so a burst of them leaves room for
     /// sync calls. Default half of `scale.max` (at least 1).
     pub concurrency: u32,
+    /// Async calls queued or running at most; past it an accept is refused with 429, so
+    /// a flood cannot fill the disk. Default 10 000.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u32,
+}
+
+fn default_max_queued() -> u32 {
+    10_000
 }
 
 impl DeliveryPolicy {
@@ -53,6 +61,7 @@ impl DeliveryPolicy {
             max_delay: Duration::from_secs(300),
             max_age: Duration::from_secs(6 * 3600),
             concurrency: (max / 2).max(1),
+            max_queued: default_max_queued(),
         }
     }
 
@@ -69,7 +78,7 @@ impl DeliveryPolicy {
     /// `[async]` as manifest text.
     pub(super) fn to_toml(&self) -> String {
         format!(
-            "\n[async]\nretries = {}\nbackoff = \"{}\"\ndelay = \"{}\"\nmax_delay = \"{}\"\nmax_age = \"{}\"\nconcurrency = {}\n",
+            "\n[async]\nretries = {}\nbackoff = \"{}\"\ndelay = \"{}\"\nmax_delay = \"{}\"\nmax_age = \"{}\"\nconcurrency = {}\nmax_queued = {}\n",
             self.retries,
             match self.backoff {
                 Backoff::Exponential => "exponential",
@@ -78,7 +87,8 @@ impl DeliveryPolicy {
             format_duration(self.delay),
             format_duration(self.max_delay),
             format_duration(self.max_age),
-            self.concurrency
+            self.concurrency,
+            self.max_queued
         )
     }
 }
@@ -113,6 +123,7 @@ pub(super) fn parse(table: toml::Table, max: u32) -> (Option<DeliveryPolicy>, Ve
         .duration("max_age", d.max_age)
         .filter(|x| f.check(*x >= Duration::from_secs(1) && *x <= day, "max_age", "must be between 1s and 24h"));
     let concurrency = f.int("concurrency", d.concurrency, 1, 1000);
+    let max_queued = f.int("max_queued", d.max_queued, 1, 1_000_000);
     let problems = f.finish();
     let policy = (|| {
         Some(DeliveryPolicy {
@@ -122,6 +133,7 @@ pub(super) fn parse(table: toml::Table, max: u32) -> (Option<DeliveryPolicy>, Ve
             max_delay: max_delay?,
             max_age: max_age?,
             concurrency: concurrency?,
+            max_queued: max_queued?,
         })
     })();
     (policy, problems)

@@ -299,3 +299,35 @@ fn a_sync_calls_id_finds_its_record_until_the_retention_passes() {
     );
     eventually("the records to go", || (g.call("GET", &format!("/calls/{id}"), b"", &[]).status == 404).then_some(()));
 }
+
+#[test]
+fn past_max_queued_an_async_call_is_refused_with_429_and_nothing_is_lost() {
+    let g = gust();
+    let go = g.work.join("go-queue");
+    let held = format!(
+        "import os, time\ndef handle(e, c):\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\n    return 'done ' + e.body\n",
+        go = go.to_str().unwrap()
+    );
+    let m = manifest("full", "python", "[async]\nconcurrency = 1\nmax_queued = 3\n");
+    g.deploy("full", &[("gust.toml", &m), ("handler.py", &held)]);
+    let ids: Vec<String> = (0..3).map(|i| enqueue(&g, "full", &i.to_string())).collect();
+    let r = g.call("POST", "/async-function/full", b"x", &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"], "queue_full");
+    assert!(r.text().contains("max_queued"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // A retry of an accepted call is still answered as a duplicate.
+    let again = g.call("POST", "/async-function/full", b"0", &[&format!("X-Call-Id: {}", ids[0])]);
+    assert_eq!((again.status, again.json()["status"].as_str()), (202, Some("duplicate")));
+    // The Lambda Invoke API's Event type obeys the same cap, in Lambda's terms.
+    let r = g.call("POST", "/2015-03-31/functions/full/invocations", b"{}", &["X-Amz-Invocation-Type: Event"]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("x-amzn-errortype"), Some("TooManyRequestsException"));
+    std::fs::write(&go, "").unwrap();
+    for id in &ids {
+        assert_eq!(settled(&g, id)["status"], "succeeded");
+    }
+    // Room again once they are done.
+    let id = enqueue(&g, "full", "later");
+    assert_eq!(settled(&g, &id)["status"], "succeeded");
+}

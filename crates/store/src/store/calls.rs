@@ -161,16 +161,21 @@ impl Store {
     /// # Errors
     /// [`Error::CallIdTaken`] when another function's call has the id,
     /// [`Error::Database`].
-    pub fn enqueue(&self, call: &NewCall) -> Result<bool> {
+    pub fn enqueue(&self, call: &NewCall, max_pending: u32) -> Result<bool> {
         let conn = self.lock();
-        let inserted = insert(&conn, call, now_ms(), "ON CONFLICT(id) DO NOTHING").map_err(Error::db("record call"))?;
-        if inserted == 1 {
-            return Ok(true);
-        }
-        let owner: String = conn
+        // A retry of a stored call is answered as one, full queue or not.
+        let owner: Option<String> = conn
             .query_row("SELECT function FROM calls WHERE id = ?1", params![call.id.as_str()], |r| r.get(0))
+            .optional()
             .map_err(Error::db("read call"))?;
-        if owner == call.function { Ok(false) } else { Err(Error::CallIdTaken { id: call.id.to_string() }) }
+        match owner {
+            Some(owner) if owner == call.function => return Ok(false),
+            Some(_) => return Err(Error::CallIdTaken { id: call.id.to_string() }),
+            None => {}
+        }
+        check_room(&conn, &call.function, max_pending, 1)?;
+        insert(&conn, call, now_ms(), "").map_err(Error::db("record call"))?;
+        Ok(true)
     }
 
     /// Records several accepted calls in one transaction (the deliveries of one event):
@@ -178,10 +183,17 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub fn enqueue_all(&self, calls: &[NewCall]) -> Result<()> {
+    pub fn enqueue_all(&self, calls: &[NewCall], max_pending: impl Fn(&str) -> u32) -> Result<()> {
         let now = now_ms();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(Error::db("begin enqueue"))?;
+        let mut by_function: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for call in calls {
+            *by_function.entry(call.function.as_str()).or_default() += 1;
+        }
+        for (function, n) in by_function {
+            check_room(&tx, function, max_pending(function), n)?;
+        }
         for call in calls {
             insert(&tx, call, now, "").map_err(Error::db("record call"))?;
         }
@@ -404,6 +416,25 @@ fn attempted(conn: &Connection, id: &CallId, a: &Attempted) -> Result<()> {
 }
 
 /// Inserts `call`, queued and due at `now`; `on_conflict` is appended to the statement.
+/// Refuses `adding` more calls of `function` when it has `max` (0: no cap) or more
+/// queued or running.
+fn check_room(conn: &Connection, function: &str, max: u32, adding: u32) -> Result<()> {
+    if max == 0 {
+        return Ok(());
+    }
+    let pending: u32 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM calls WHERE function = ?1 AND status IN ('queued', 'running') LIMIT ?2)",
+            params![function, max],
+            |r| r.get(0),
+        )
+        .map_err(Error::db("count pending calls"))?;
+    if pending.saturating_add(adding) > max {
+        return Err(Error::QueueFull { function: function.to_owned(), max });
+    }
+    Ok(())
+}
+
 fn insert(conn: &Connection, call: &NewCall, now: i64, on_conflict: &str) -> rusqlite::Result<usize> {
     let headers = serde_json::to_string(&call.headers).unwrap_or_else(|_| "[]".to_owned());
     conn.execute(

@@ -260,10 +260,10 @@ fn async_calls_are_claimed_retried_dead_lettered_redriven_and_survive_a_reopen()
         body: b"hi".to_vec(),
         callback_url: None,
     };
-    assert!(store.enqueue(&call("c1", "f")).unwrap());
-    assert!(store.enqueue(&call("c2", "g")).unwrap());
-    assert!(!store.enqueue(&call("c1", "f")).unwrap(), "a repeated id of the same function is a retry");
-    assert!(matches!(store.enqueue(&call("c1", "g")), Err(Error::CallIdTaken { .. })));
+    assert!(store.enqueue(&call("c1", "f"), 0).unwrap());
+    assert!(store.enqueue(&call("c2", "g"), 0).unwrap());
+    assert!(!store.enqueue(&call("c1", "f"), 0).unwrap(), "a repeated id of the same function is a retry");
+    assert!(matches!(store.enqueue(&call("c1", "g"), 0), Err(Error::CallIdTaken { .. })));
 
     // Only what `take` accepts is claimed, and it is running with one attempt.
     let now = now_ms() + 1;
@@ -357,4 +357,28 @@ fn topics_keep_order_per_key_commit_offsets_and_trim_by_age_and_size() {
     assert!(matches!(store.topic("brief"), Err(Error::TopicNotFound { .. })));
     store.create_topic(&short).unwrap();
     assert_eq!(store.publish("brief", None, b"x", 0).unwrap(), (0, 0), "a new topic of the same name starts over");
+}
+
+#[test]
+fn a_queue_cap_counts_the_pending_calls_of_one_function() {
+    use crate::NewCall;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let call = |id: &str, function: &str| NewCall {
+        id: gust_api::CallId::from_caller(Some(id.as_bytes())),
+        function: function.into(),
+        method: "POST".into(),
+        path: "/x?y=1".into(),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: b"hi".to_vec(),
+        callback_url: None,
+    };
+    assert!(store.enqueue(&call("a1", "f"), 2).unwrap());
+    assert!(store.enqueue(&call("a2", "f"), 2).unwrap());
+    assert!(matches!(store.enqueue(&call("a3", "f"), 2), Err(Error::QueueFull { max: 2, .. })));
+    assert!(!store.enqueue(&call("a1", "f"), 2).unwrap(), "a retry of a stored call is not refused");
+    assert!(store.enqueue(&call("b1", "g"), 2).unwrap(), "other functions have their own room");
+    assert!(matches!(store.enqueue_all(&[call("b2", "g"), call("b3", "g")], |_| 2), Err(Error::QueueFull { .. })));
+    assert!(store.enqueue_all(&[call("b2", "g")], |_| 2).is_ok());
+    assert!(store.enqueue(&call("a3", "f"), 0).unwrap(), "0 is no cap");
 }
