@@ -124,7 +124,9 @@ impl Error {
                 R::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 R::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 R::BadRequest { .. } => StatusCode::BAD_REQUEST,
-                R::RuntimeUnavailable { .. } | R::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                R::RuntimeUnavailable { .. } | R::ShuttingDown | R::AtCapacity { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 R::BuildFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -169,6 +171,7 @@ impl Error {
                 R::BadRequest { .. } => "bad_request",
                 R::RuntimeUnavailable { .. } => "runtime_unavailable",
                 R::ShuttingDown => "shutting_down",
+                R::AtCapacity { .. } => "at_capacity",
                 R::BuildFailed { .. } => "build_failed",
                 _ => "internal",
             },

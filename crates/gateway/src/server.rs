@@ -26,6 +26,9 @@ pub struct GatewayConfig {
     pub max_upload: u64,
     /// How long a client may take to send request headers. Default 30 s.
     pub header_timeout: Duration,
+    /// The most bytes a request's line and headers may take (431 past it). Default 64 KiB,
+    /// at least 8 KiB (hyper's floor).
+    pub max_header_bytes: usize,
     /// With a domain, `NAME.DOMAIN` in the `Host` header reaches function `NAME` at its
     /// root, as Knative's routes do, and `TAG-NAME.DOMAIN` its tagged revision (Knative's
     /// default tag template). Default none.
@@ -46,6 +49,7 @@ impl Default for GatewayConfig {
         Self {
             max_upload: 100 << 20,
             header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
             domain: None,
             retention: Retention::default(),
             call_retention: Duration::from_secs(24 * 3600),
@@ -295,7 +299,10 @@ impl Gateway {
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(gateway.config.header_timeout).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.header_timeout)
+        .max_buf_size(gateway.config.max_header_bytes.max(8192))
+        .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

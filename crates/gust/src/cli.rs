@@ -36,7 +36,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform: gateway, instances and store, on this machine.
-    Up(up::Up),
+    Up(Box<up::Up>),
     /// Write a new function directory with a working hello function.
     New(new::New),
     /// Pack a function directory, upload it and print its URL.

@@ -38,6 +38,12 @@ pub enum Error {
         /// What happened, including the instance's last output where there was some.
         detail: String,
     },
+    /// Every one of the server's `max_instances` places is taken.
+    #[error("gust already runs its maximum of {max} instances (--max-instances); try again when some scale down")]
+    AtCapacity {
+        /// `--max-instances`.
+        max: u32,
+    },
     /// The instance died or broke the connection while serving the call.
     #[error("function `{function}` crashed while serving the call: {detail}")]
     Crashed {

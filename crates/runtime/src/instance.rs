@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::interpreters::Interpreters;
-use crate::logs::{Logs, MAX_LINE, now_rfc3339};
+use crate::logs::{Logs, now_rfc3339};
 use crate::spawn::{self, Launch, SIGKILL, SIGTERM};
 use crate::{Error, Result};
 
@@ -58,6 +58,21 @@ pub struct Context {
     pub zygote: Option<crate::zygote::Zygote>,
     /// Node processes started ahead of need, unless the warm pool for Node is off.
     pub node_spares: Option<Arc<crate::spares::Spares>>,
+    /// Limits across every function.
+    pub limits: crate::HostLimits,
+    /// Instances holding a [`Ticket`] now.
+    pub instances: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// A place among the server's `max_instances`, given back when the instance it was
+/// taken for is dropped.
+#[derive(Debug)]
+pub struct Ticket(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Why instances of `spec` must start as fresh processes rather than from the warm pool
@@ -131,6 +146,19 @@ impl Launched {
 }
 
 impl Context {
+    /// Takes a place for one more instance among `max_instances`.
+    ///
+    /// # Errors
+    /// [`Error::AtCapacity`] when every place is taken.
+    pub fn reserve(&self) -> Result<Ticket> {
+        use std::sync::atomic::Ordering;
+        let max = self.limits.max_instances;
+        self.instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| Error::AtCapacity { max })?;
+        Ok(Ticket(self.instances.clone()))
+    }
+
     /// The class directory of the Java invoker, compiling it with `javac` the first time
     /// any server on this data directory needs it.
     async fn java_invoker(&self) -> Result<PathBuf> {
@@ -212,6 +240,9 @@ pub struct Instance {
     answered: std::sync::atomic::AtomicU64,
     /// Whether its process came from a warm pool (a zygote fork or a spare).
     pub pooled: bool,
+    /// Its place among the server's `max_instances` (none for a deploy's start-up check
+    /// that found every place taken).
+    _ticket: Option<Ticket>,
 }
 
 /// The process behind an `http` instance.
@@ -246,6 +277,7 @@ impl Instance {
         revision: &Arc<Revision>,
         deadline: tokio::time::Instant,
         on_exit: Box<dyn FnOnce(Arc<Instance>) + Send>,
+        ticket: Option<Ticket>,
     ) -> Result<Arc<Instance>> {
         let spec = &revision.spec;
         let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -268,6 +300,7 @@ impl Instance {
                 dead: dead_rx,
                 answered: Default::default(),
                 pooled: false,
+                _ticket: ticket,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -414,13 +447,18 @@ impl Instance {
             dead: dead_rx,
             answered: Default::default(),
             pooled: launched.pooled,
+            _ticket: ticket,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
         }
         let readers = [
-            launched.stdout.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s))),
-            launched.stderr.map(|s| tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s))),
+            launched.stdout.map(|s| {
+                tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s, ctx.limits.log_line_max))
+            }),
+            launched.stderr.map(|s| {
+                tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s, ctx.limits.log_line_max))
+            }),
         ];
         let watched = instance.clone();
         let exited = launched.exited;
@@ -746,25 +784,43 @@ async fn check_shell_syntax(
 }
 
 /// Reads lines from one of the process's pipes until it closes.
-async fn capture(logs: Arc<Logs>, instance: Arc<Instance>, stream: &'static str, pipe: impl AsyncRead + Unpin) {
-    let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
+async fn capture(
+    logs: Arc<Logs>,
+    instance: Arc<Instance>,
+    stream: &'static str,
+    pipe: impl AsyncRead + Unpin,
+    max_line: usize,
+) {
+    // A call's tag does not count toward the line's length.
+    let tag_max = gust_api::CallId::MAX_LEN + 2;
+    let mut reader = BufReader::with_capacity(max_line + tag_max, pipe);
     let mut buf = Vec::with_capacity(256);
+    // The rest of a line longer than `max_line`, and the call it belongs to: it becomes
+    // the next line(s).
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_call: Option<String> = None;
     loop {
         buf.clear();
-        // Read at most MAX_LINE bytes of one line; the rest continues as the next line.
-        let mut limited = (&mut reader).take(MAX_LINE as u64);
+        let continued = !carry.is_empty();
+        buf.append(&mut carry);
+        let room = (max_line + tag_max).saturating_sub(buf.len()) as u64;
+        let mut limited = (&mut reader).take(room);
         match limited.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                let (call, text) = split_tag(&buf);
-                let line = String::from_utf8_lossy(text).into_owned();
-                let call = call.or_else(|| instance.current_call());
-                instance.output(&logs, stream, line, call);
-            }
+            Ok(0) if buf.is_empty() => return,
+            Ok(_) => {}
+            Err(_) => return,
         }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        let (tagged, text) = if continued { (carry_call.take(), &buf[..]) } else { split_tag(&buf) };
+        let call = tagged.or_else(|| instance.current_call());
+        let (text, rest) = text.split_at(text.len().min(max_line));
+        if !rest.is_empty() {
+            carry = rest.to_vec();
+            carry_call = call.clone();
+        }
+        instance.output(&logs, stream, String::from_utf8_lossy(text).into_owned(), call);
     }
 }
 

@@ -41,4 +41,4 @@ pub mod zygote;
 pub use body::Body;
 pub use error::{Error, Result};
 pub use interpreters::Interpreters;
-pub use supervisor::{ColdStart, Supervisor, SupervisorConfig, WarmPools};
+pub use supervisor::{ColdStart, HostLimits, Supervisor, SupervisorConfig, WarmPools};

@@ -20,11 +20,15 @@ const RECENT_ERRORS: usize = 20;
 const FOLLOW_BUFFER: usize = 1024;
 /// A single captured line is cut at this length, so one huge line cannot stall capture.
 pub const MAX_LINE: usize = 16 * 1024;
+/// Calls per function whose output volume is tracked (the most recent ones).
+const TRACKED_CALLS: usize = 256;
 
 /// Every function's captured output.
 #[derive(Debug)]
 pub struct Logs {
     dir: PathBuf,
+    /// The most output bytes one call may log (0: no cap); beyond it lines are dropped.
+    call_max: u64,
     /// Per function; the lock is held only for a write or a clone, never across `.await`.
     functions: Mutex<HashMap<String, FunctionLog>>,
 }
@@ -35,6 +39,20 @@ struct FunctionLog {
     size: u64,
     live: broadcast::Sender<LogLine>,
     errors: VecDeque<CallError>,
+    /// Output bytes of recent calls, and whether their cap was reached.
+    volume: VecDeque<(String, u64, bool)>,
+}
+
+impl FunctionLog {
+    fn new() -> Self {
+        Self {
+            file: None,
+            size: 0,
+            live: broadcast::channel(FOLLOW_BUFFER).0,
+            errors: VecDeque::new(),
+            volume: VecDeque::new(),
+        }
+    }
 }
 
 /// The current time as RFC 3339 with milliseconds.
@@ -47,9 +65,9 @@ impl Logs {
     ///
     /// # Errors
     /// When `dir` cannot be created.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, call_max: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), functions: Mutex::new(HashMap::new()) })
+        Ok(Self { dir: dir.to_path_buf(), call_max, functions: Mutex::new(HashMap::new()) })
     }
 
     fn path(&self, function: &str) -> PathBuf {
@@ -65,12 +83,36 @@ impl Logs {
     /// ignored: losing a log line must not fail a call.
     pub fn append(&self, line: LogLine) {
         let mut map = self.lock();
-        let entry = map.entry(line.function.clone()).or_insert_with(|| FunctionLog {
-            file: None,
-            size: 0,
-            live: broadcast::channel(FOLLOW_BUFFER).0,
-            errors: VecDeque::new(),
-        });
+        let entry = map.entry(line.function.clone()).or_insert_with(FunctionLog::new);
+        let mut line = line;
+        if let Some(call) = line.call_id.as_deref()
+            && self.call_max > 0
+        {
+            let i = match entry.volume.iter().position(|(c, _, _)| c == call) {
+                Some(i) => i,
+                None => {
+                    if entry.volume.len() == TRACKED_CALLS {
+                        entry.volume.pop_front();
+                    }
+                    entry.volume.push_back((call.to_owned(), 0, false));
+                    entry.volume.len() - 1
+                }
+            };
+            let (_, bytes, capped) = &mut entry.volume[i];
+            if *capped {
+                return;
+            }
+            *bytes += line.line.len() as u64;
+            if *bytes > self.call_max {
+                // The first line past the cap is replaced by one that says so; the rest go.
+                *capped = true;
+                line.stream = "gust".to_owned();
+                line.line = format!(
+                    "this call wrote more than {} bytes of output; the rest of it is dropped (--log-call-max)",
+                    self.call_max
+                );
+            }
+        }
         if entry.file.is_none() || entry.size > ROTATE_BYTES {
             let path = self.path(&line.function);
             if entry.size > ROTATE_BYTES {
@@ -96,12 +138,7 @@ impl Logs {
     /// Remembers a failed call for `gust describe`.
     pub fn record_error(&self, function: &str, error: CallError) {
         let mut map = self.lock();
-        let entry = map.entry(function.to_owned()).or_insert_with(|| FunctionLog {
-            file: None,
-            size: 0,
-            live: broadcast::channel(FOLLOW_BUFFER).0,
-            errors: VecDeque::new(),
-        });
+        let entry = map.entry(function.to_owned()).or_insert_with(FunctionLog::new);
         entry.errors.push_front(error);
         entry.errors.truncate(RECENT_ERRORS);
     }
@@ -114,15 +151,7 @@ impl Logs {
     /// Live lines of `function` from now on.
     pub fn follow(&self, function: &str) -> broadcast::Receiver<LogLine> {
         let mut map = self.lock();
-        map.entry(function.to_owned())
-            .or_insert_with(|| FunctionLog {
-                file: None,
-                size: 0,
-                live: broadcast::channel(FOLLOW_BUFFER).0,
-                errors: VecDeque::new(),
-            })
-            .live
-            .subscribe()
+        map.entry(function.to_owned()).or_insert_with(FunctionLog::new).live.subscribe()
     }
 
     /// The last `tail` stored lines of `function`, oldest first. Blocking file I/O.
@@ -172,7 +201,7 @@ mod tests {
     #[test]
     fn append_tail_follow_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = Logs::open(dir.path()).unwrap();
+        let logs = Logs::open(dir.path(), 0).unwrap();
         let mut rx = logs.follow("a");
         for i in 0..5 {
             logs.append(line("a", &i.to_string()));

@@ -46,6 +46,7 @@ type Handoff = std::result::Result<Arc<Instance>, WaitError>;
 enum WaitError {
     Start(String),
     Closed(Closed),
+    Full(u32),
 }
 
 /// The instances of one revision.
@@ -316,6 +317,7 @@ impl Pool {
                 Err(Error::StartFailed { function: spec.name.to_string(), detail })
             }
             Ok(Ok(Err(WaitError::Closed(closed)))) => Err(self.closed_error(closed)),
+            Ok(Ok(Err(WaitError::Full(max)))) => Err(Error::AtCapacity { max }),
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::QueueTimeout { function: spec.name.to_string(), waited: limit }),
         }
@@ -415,7 +417,10 @@ impl Pool {
 
     async fn run_start(self: Arc<Self>) {
         let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
-        let started = Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook()).await;
+        let started = match self.ctx.reserve() {
+            Ok(ticket) => Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook(), Some(ticket)).await,
+            Err(full) => Err(full),
+        };
         let mut st = self.lock();
         st.starting -= 1;
         match started {
@@ -426,7 +431,11 @@ impl Pool {
                 // tell them why now instead of letting them time out.
                 if st.members.is_empty() && st.starting == 0 {
                     for tx in st.waiters.drain(..) {
-                        let _ = tx.send(Err(WaitError::Start(detail.clone())));
+                        let why = match error {
+                            Error::AtCapacity { max } => WaitError::Full(max),
+                            _ => WaitError::Start(detail.clone()),
+                        };
+                        let _ = tx.send(Err(why));
                     }
                 }
                 drop(st);
@@ -473,7 +482,10 @@ impl Pool {
     pub async fn probe(self: &Arc<Self>, keep: bool) -> std::result::Result<(), String> {
         self.lock().starting += 1;
         let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
-        let checked = match Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook()).await {
+        // The check runs even when every place is taken (it then holds none): a full
+        // server must not fail a deploy's revision.
+        let ticket = self.ctx.reserve().ok();
+        let checked = match Instance::start(&self.ctx, &self.revision, deadline, self.exit_hook(), ticket).await {
             Ok(instance) => match instance.check_ready(&self.ctx, deadline).await {
                 Ok(()) => Ok(instance),
                 Err(detail) => {

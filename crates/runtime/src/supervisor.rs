@@ -32,6 +32,27 @@ pub struct SupervisorConfig {
     pub interpreters: Interpreters,
     /// Warm processes kept per runtime.
     pub pools: WarmPools,
+    /// Limits across every function.
+    pub limits: HostLimits,
+}
+
+/// Limits across every function on this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Instances running at once, all functions together (`--max-instances`). Default 256.
+    pub max_instances: u32,
+    /// The longest line of output kept whole; longer lines are split (`--log-line-max`).
+    /// Default 16 KiB.
+    pub log_line_max: usize,
+    /// The most output bytes one call may log; the rest is dropped with a line saying so
+    /// (`--log-call-max`). Default 1 MiB.
+    pub log_call_max: u64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self { max_instances: 256, log_line_max: crate::logs::MAX_LINE, log_call_max: 1 << 20 }
+    }
 }
 
 /// Warm processes kept per runtime, so a cold start skips the interpreter's start-up.
@@ -123,7 +144,9 @@ impl Supervisor {
             _ => None,
         };
         let logs_dir = config.data_dir.join("logs");
-        let logs = Arc::new(Logs::open(&logs_dir).map_err(Error::io("create directory", &logs_dir))?);
+        let logs = Arc::new(
+            Logs::open(&logs_dir, config.limits.log_call_max).map_err(Error::io("create directory", &logs_dir))?,
+        );
         let ctx = Arc::new(Context {
             run_dir,
             invokers_dir,
@@ -133,6 +156,8 @@ impl Supervisor {
             java_invoker: tokio::sync::OnceCell::new(),
             zygote,
             node_spares,
+            limits: config.limits,
+            instances: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         });
         if let Some(spares) = &ctx.node_spares {
             tokio::spawn(spares.clone().run());

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 pub use gust_gateway::GatewayConfig;
 pub use gust_gateway::outbound::OutboundPolicy;
-pub use gust_runtime::WarmPools;
 pub use gust_runtime::interpreters::InterpreterSettings;
+pub use gust_runtime::{HostLimits, WarmPools};
 pub use gust_store::Retention;
 
 /// Everything `gust up` is told by flags and environment, validated.
@@ -30,6 +30,8 @@ pub struct Config {
     pub pools: WarmPools,
     /// The server's token and where it is required.
     pub auth: AuthSettings,
+    /// Limits across every function: instances, log lines, log volume per call.
+    pub limits: HostLimits,
 }
 
 /// Where the token lives and whether the control API requires it.

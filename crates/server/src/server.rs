@@ -52,6 +52,7 @@ impl Server {
             data_dir: config.data_dir.clone(),
             interpreters: interpreters.clone(),
             pools: config.pools,
+            limits: config.limits,
         })
         .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
         let listener =

@@ -23,6 +23,10 @@ pub(crate) struct Up {
     /// How long shutdown waits for calls in flight, e.g. "30s".
     #[arg(long, env = "GUST_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: String,
+    /// The most a request's line and headers may take, e.g. "64Ki" (8Ki–1Mi); past it
+    /// the answer is 431.
+    #[arg(long, env = "GUST_MAX_HEADER_SIZE", default_value = "64Ki")]
+    max_header_size: String,
     /// Largest deploy upload, e.g. "100Mi".
     #[arg(long, env = "GUST_MAX_UPLOAD", default_value = "100Mi")]
     max_upload: String,
@@ -74,6 +78,18 @@ pub(crate) struct Up {
     /// `loopback`, `private`, `link-local`, comma-separated (default: none of them).
     #[arg(long, env = "GUST_OUTBOUND_ALLOW", default_value = "")]
     outbound_allow: String,
+    /// Instances running at once, every function together; a call that needs one more
+    /// gets 503.
+    #[arg(long, env = "GUST_MAX_INSTANCES", default_value_t = 256)]
+    max_instances: u32,
+    /// The longest line of a function's output kept whole, e.g. "16Ki" (1Ki–1Mi); longer
+    /// lines are split.
+    #[arg(long, env = "GUST_LOG_LINE_MAX", default_value = "16Ki")]
+    log_line_max: String,
+    /// The most output one call may log, e.g. "1Mi" ("0": no cap); the rest is dropped
+    /// with a line saying so.
+    #[arg(long, env = "GUST_LOG_CALL_MAX", default_value = "1Mi")]
+    log_call_max: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -121,6 +137,38 @@ impl Up {
             .unwrap_or(Duration::from_secs(30));
         let max_upload =
             parse_bytes(&self.max_upload).map_err(|e| problems.push(format!("--max-upload: {e}"))).unwrap_or(100 << 20);
+        let max_header_bytes = parse_bytes(&self.max_header_size)
+            .map_err(|e| problems.push(format!("--max-header-size: {e}")))
+            .ok()
+            .filter(|b| {
+                let ok = (8 << 10..=1 << 20).contains(b);
+                if !ok {
+                    problems.push("--max-header-size: must be between 8Ki and 1Mi".to_owned());
+                }
+                ok
+            })
+            .unwrap_or(64 << 10);
+        let log_line_max = parse_bytes(&self.log_line_max)
+            .map_err(|e| problems.push(format!("--log-line-max: {e}")))
+            .ok()
+            .filter(|b| {
+                let ok = (1 << 10..=1 << 20).contains(b);
+                if !ok {
+                    problems.push("--log-line-max: must be between 1Ki and 1Mi".to_owned());
+                }
+                ok
+            })
+            .unwrap_or(16 << 10);
+        let log_call_max = if self.log_call_max.trim() == "0" {
+            0
+        } else {
+            parse_bytes(&self.log_call_max)
+                .map_err(|e| problems.push(format!("--log-call-max: {e}")))
+                .unwrap_or(1 << 20)
+        };
+        if self.max_instances == 0 {
+            problems.push("--max-instances: must be at least 1".to_owned());
+        }
         let pools = parse_pools(&self.pool).map_err(|e| problems.push(format!("--pool: {e}"))).unwrap_or_default();
         let max_age = parse_duration(&self.revision_max_age)
             .map_err(|e| problems.push(format!("--revision-max-age: {e}")))
@@ -167,9 +215,15 @@ impl Up {
             gateway: gust_server::config::GatewayConfig {
                 call_retention,
                 outbound,
+                max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(64 << 10),
                 ..gust_gateway_config(max_upload, self.domain.clone(), retention)
             },
             pools,
+            limits: gust_server::config::HostLimits {
+                max_instances: self.max_instances,
+                log_line_max: usize::try_from(log_line_max).unwrap_or(16 << 10),
+                log_call_max,
+            },
             auth: gust_server::config::AuthSettings { required: self.auth, token_file: self.token_file.clone() },
         })
     }

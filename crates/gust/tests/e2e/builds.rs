@@ -295,8 +295,7 @@ fn a_java_function_builds_from_sources_with_javac() {
     assert!(text(&out.stderr).contains("==> javac"), "{}", text(&out.stderr));
     let r = g.post("greeter", "abc");
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, world! You sent: abc\n"));
-    let logs = g.cli_ok(&["logs", "greeter"]);
-    assert!(logs.contains("greeting world"), "{logs}");
+    crate::log_with(&g, "greeter", |l| l.contains("greeting world"));
 }
 
 /// `Function<Order, Receipt>` over JSON: records in, a record with a list and an enum out.
@@ -348,7 +347,7 @@ fn a_java_function_takes_and_returns_json_as_records() {
         r.json(),
         serde_json::json!({"customer": "ann", "total": 13.0, "items": 3, "status": "ACCEPTED", "skus": ["a-1", "b\"2"]})
     );
-    assert!(g.cli_ok(&["logs", "checkout"]).contains("checkout for ann note=yes"));
+    crate::log_with(&g, "checkout", |l| l.contains("checkout for ann note=yes"));
     // A body that is not JSON for Order is the caller's mistake: 400, saying why.
     let r = g.post("checkout", "{\"customer\": 5}");
     assert_eq!(r.status, 400, "{}", r.text());

@@ -118,8 +118,7 @@ fn a_lambda_python_handler_gets_api_gateway_v2_events_and_shapes_its_response() 
     let r = g.call("GET", "/function/echo/raise", b"", &[]);
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"errorMessage": "boom", "errorType": "ValueError"}));
-    let logs = g.cli_ok(&["logs", "echo"]);
-    assert!(logs.contains("[ERROR] ValueError: boom"), "{logs}");
+    crate::log_with(&g, "echo", |l| l.contains("[ERROR] ValueError: boom"));
 
     // A response object that is not one is a 502 that says why.
     let r = g.call("GET", "/function/echo/badshape", b"", &[]);
@@ -143,8 +142,7 @@ fn a_lambda_python_function_runs_fresh_when_the_pool_is_off_and_logs_like_aws() 
     let r = g.call("GET", "/function/plain/p", b"", &[]);
     assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""));
     let id = r.header("x-call-id").unwrap().to_owned();
-    let logs = g.cli_ok(&["logs", "plain"]);
-    assert!(logs.lines().any(|l| l.contains("[INFO]\t") && l.contains(&format!("\t{id}\thandled /p"))), "{logs}");
+    crate::log_with(&g, "plain", |l| l.contains("[INFO]\t") && l.contains(&format!("\t{id}\thandled /p")));
     let s = &g.describe("plain")["scaling"][0];
     assert_eq!(s["pooled_starts"], 0, "{s}");
     assert!(s["unpooled_reason"].as_str().unwrap().contains("--pool"), "{s}");
@@ -211,8 +209,8 @@ fn lambda_node_runs_async_callback_and_es_module_handlers() {
     assert_eq!(r.json()["path"], "/hello");
     assert_eq!(r.json()["left"], true);
     assert_eq!(r.json()["id"].as_str(), r.header("x-call-id"));
-    let logs = g.cli_ok(&["logs", "esm"]);
-    assert!(logs.contains(&format!("{}\tINFO\tesm got /hello", r.header("x-call-id").unwrap())), "{logs}");
+    let want = format!("{}\tINFO\tesm got /hello", r.header("x-call-id").unwrap());
+    crate::log_with(&g, "esm", |l| l.contains(&want));
     // It was a warm Node spare, specialised as a Lambda client.
     let s = &g.describe("esm")["scaling"][0];
     assert_eq!((s["cold_starts"].as_u64(), s["pooled_starts"].as_u64()), (Some(1), Some(1)), "{s}");
@@ -492,14 +490,17 @@ fn with_concurrency_above_one_a_lambda_instance_takes_calls_side_by_side() {
             pids.insert(r.json()["pid"].as_u64().unwrap());
         }
         assert_eq!(pids.len(), 1, "{name}: one instance served all three: {pids:?}");
-        // Each call's log line is tagged with its own id, though they ran at once.
-        let logs = g.cli_ok(&["logs", name]);
-        for r in &answers {
-            let id = r.header("x-call-id").unwrap();
-            assert!(
-                logs.lines().any(|l| l.contains(&format!("[{id}]")) && l.contains(&format!("released {id}"))),
-                "{name}: {logs}"
-            );
-        }
+        // Each call's log line is tagged with its own id, though they ran at once (the
+        // lines are read from the instance's pipe after the answers, so wait for them).
+        eventually("every call's tagged line", || {
+            let logs = g.cli_ok(&["logs", name]);
+            answers
+                .iter()
+                .all(|r| {
+                    let id = r.header("x-call-id").unwrap();
+                    logs.lines().any(|l| l.contains(&format!("[{id}]")) && l.contains(&format!("released {id}")))
+                })
+                .then_some(())
+        });
     }
 }

@@ -13,6 +13,7 @@ mod failures;
 mod instances;
 mod lambda;
 mod lifecycle;
+mod limits;
 mod pools;
 mod releases;
 mod routes;
@@ -46,4 +47,13 @@ fn held_until(go: &std::path::Path, answer: &str) -> String {
 /// A manifest with `extra` appended (sections such as `[scale]` included).
 fn manifest(name: &str, runtime: &str, extra: &str) -> String {
     format!("name = \"{name}\"\nruntime = \"{runtime}\"\n{extra}\n")
+}
+
+/// The function's log once it holds a line `wanted` accepts: lines are read from an
+/// instance's pipes after it answers, so a test waits for them rather than racing them.
+fn log_with(g: &Gust, function: &str, wanted: impl Fn(&str) -> bool) -> String {
+    gust_test_support::eventually(&format!("a matching line in {function}'s log"), || {
+        let logs = g.cli_ok(&["logs", function]);
+        logs.lines().any(&wanted).then_some(logs)
+    })
 }

@@ -5,6 +5,7 @@
 import os
 import socket
 import sys
+from _thread import get_ident as _get_ident
 
 MAX_HEADER = 64 * 1024
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
@@ -17,28 +18,39 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "
 class _Tagged:
     """Wraps stdout/stderr so every line written during a call starts with
     \\x1f<call id>\\x1f, which gust strips and uses to tag the line. The tag travels with
-    the bytes, so it is exact however late gust reads the pipe and however many calls
-    run at once."""
+    the bytes, so it is exact however late gust reads the pipe. Each thread's text is
+    held until its line ends and the whole line is written at once, so lines of calls
+    running side by side never interleave."""
 
     def __init__(self, raw):
         self._raw = raw
-        self._at_start = True
+        self._partial = {}
+
+    def _emit(self, lines):
+        call = _current.id
+        if call:
+            tag = "\x1f" + call + "\x1f"
+            return self._raw.write("".join(tag + line + "\n" for line in lines))
+        return self._raw.write("\n".join(lines) + "\n")
 
     def write(self, text):
-        call = _current.id
-        if not call:
-            self._at_start = text.endswith("\n") if text else self._at_start
-            return self._raw.write(text)
-        tag = "\x1f" + call + "\x1f"
-        out = []
-        for piece in text.splitlines(True):
-            if self._at_start:
-                out.append(tag)
-            out.append(piece)
-            self._at_start = piece.endswith("\n")
-        return self._raw.write("".join(out)) and len(text)
+        if not text:
+            return 0
+        ident = _get_ident()
+        pending = self._partial.pop(ident, "") + text
+        if "\n" not in pending:
+            self._partial[ident] = pending
+            return len(text)
+        done, _, rest = pending.rpartition("\n")
+        if rest:
+            self._partial[ident] = rest
+        self._emit(done.split("\n"))
+        return len(text)
 
     def flush(self):
+        rest = self._partial.pop(_get_ident(), None)
+        if rest:
+            self._emit([rest])
         return self._raw.flush()
 
     def __getattr__(self, name):
