@@ -284,6 +284,13 @@ pub struct FunctionSpec {
     /// server's token (`auth = "token"`).
     #[serde(default)]
     pub auth: FunctionAuth,
+    /// Secrets (by name, see `gust secret create`) its instances may read, as files
+    /// named after them in `$GUST_SECRETS`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Environment variables set to a listed secret's value: variable → secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Who may call a function.
@@ -351,6 +358,33 @@ impl Manifest {
                 None
             }
         };
+        let secrets = f.strings("secrets").and_then(|names| {
+            let mut ok = true;
+            for (i, n) in names.iter().enumerate() {
+                if FunctionName::new(n).is_err() {
+                    f.problem("secrets", format!("`{n}` is not a valid secret name (lowercase letters, digits, `-`)"));
+                    ok = false;
+                } else if names[..i].contains(n) {
+                    f.problem("secrets", format!("`{n}` is listed twice"));
+                    ok = false;
+                }
+            }
+            ok.then_some(names)
+        });
+        let secret_env = f.env_table("secret_env").and_then(|env| {
+            let listed = secrets.clone().unwrap_or_default();
+            let mut ok = true;
+            for (var, name) in &env {
+                if !listed.contains(name) {
+                    f.problem(
+                        &format!("secret_env.{var}"),
+                        format!("names secret `{name}`, which is not in `secrets`"),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(env)
+        });
         let routes = routes(&mut f);
         let mut topic = |key: &str| match f.string(key, false) {
             None => Some(None),
@@ -519,6 +553,8 @@ impl Manifest {
                 input: input?,
                 output: output?,
                 auth: auth?,
+                secrets: secrets?,
+                secret_env: secret_env?,
             })
         })();
         spec.ok_or_else(|| Error::InvalidManifest { problems: vec![problem("", "manifest is incomplete".to_owned())] })
@@ -601,6 +637,10 @@ impl FunctionSpec {
         if self.auth == FunctionAuth::Token {
             out.push_str("auth = \"token\"\n");
         }
+        if !self.secrets.is_empty() {
+            let names: Vec<String> = self.secrets.iter().map(|s| toml_str(s)).collect();
+            out.push_str(&format!("secrets = [{}]\n", names.join(", ")));
+        }
         if let Some(b) = &self.build {
             out.push_str(&format!("build = {}\n", toml_str(b)));
         }
@@ -612,6 +652,12 @@ impl FunctionSpec {
         if !self.env.is_empty() {
             out.push_str("\n[env]\n");
             for (k, v) in &self.env {
+                out.push_str(&format!("{k} = {}\n", toml_str(v)));
+            }
+        }
+        if !self.secret_env.is_empty() {
+            out.push_str("\n[secret_env]\n");
+            for (k, v) in &self.secret_env {
                 out.push_str(&format!("{k} = {}\n", toml_str(v)));
             }
         }

@@ -411,3 +411,17 @@ pub struct RouteRow {
     /// The pattern as a URL on this server.
     pub url: String,
 }
+
+/// A secret as the API lists it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// The name.
+    pub name: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When its value last changed (RFC 3339).
+    pub updated_at: String,
+    /// Functions whose serving revisions read it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}

@@ -84,6 +84,14 @@ pub enum Error {
     /// a missing and a wrong token get the same answer.
     #[error("this needs the server's token: send `Authorization: Bearer TOKEN` (the CLI: `gust login`)")]
     Unauthorized,
+    /// A secret a serving revision reads cannot be deleted.
+    #[error("secret `{name}` is read by {functions}; deploy them without it first")]
+    SecretInUse {
+        /// The secret.
+        name: String,
+        /// The functions reading it.
+        functions: String,
+    },
     /// An upload over the control API's size limit.
     #[error("upload is larger than {limit} bytes (--max-upload)")]
     UploadTooLarge {
@@ -118,6 +126,7 @@ impl Error {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::SecretInUse { .. } => StatusCode::CONFLICT,
             Error::Runtime(e) => match e {
                 R::Overloaded { .. } | R::QueueTimeout { .. } => StatusCode::TOO_MANY_REQUESTS,
                 R::StartFailed { .. } | R::Crashed { .. } | R::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
@@ -138,6 +147,9 @@ impl Error {
                 S::RouteConflict { .. } | S::CallIdTaken { .. } | S::TopicExists { .. } => StatusCode::CONFLICT,
                 S::BadTraffic { .. } => StatusCode::BAD_REQUEST,
                 S::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                S::SecretExists { .. } => StatusCode::CONFLICT,
+                S::SecretNotFound { .. } => StatusCode::NOT_FOUND,
+                S::SecretTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,6 +172,7 @@ impl Error {
             Error::BadRequest { .. } => "bad_request",
             Error::UploadTooLarge { .. } => "upload_too_large",
             Error::Unauthorized => "unauthorized",
+            Error::SecretInUse { .. } => "secret_in_use",
             Error::Runtime(e) => match e {
                 R::Overloaded { .. } => "overloaded",
                 R::QueueTimeout { .. } => "queue_timeout",
@@ -185,6 +198,9 @@ impl Error {
                 S::TopicNotFound { .. } => "topic_not_found",
                 S::TopicExists { .. } => "topic_exists",
                 S::QueueFull { .. } => "queue_full",
+                S::SecretExists { .. } => "secret_exists",
+                S::SecretNotFound { .. } => "secret_not_found",
+                S::SecretTooLarge { .. } => "secret_too_large",
                 S::BadTraffic { .. } => "bad_traffic",
                 _ => "internal",
             },

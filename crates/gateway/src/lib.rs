@@ -34,6 +34,7 @@ pub mod outbound;
 pub mod registry;
 pub mod router;
 pub mod routes;
+pub mod secrets;
 mod server;
 pub mod topics;
 

@@ -79,6 +79,12 @@ pub enum Api<'a> {
     RemoveTopic(&'a str),
     /// `POST /api/v1/topics/{name}/messages[?key=K][&reply=true]`.
     Publish(&'a str),
+    /// `GET /api/v1/secrets`.
+    Secrets,
+    /// `POST /api/v1/secrets/{name}` (create) or `PUT` (create or replace), the value as the body.
+    PutSecret(&'a str, bool),
+    /// `DELETE /api/v1/secrets/{name}`.
+    RemoveSecret(&'a str),
     /// `GET /api/v1/routes`.
     Routes,
     /// `POST /api/v1/routes` with `{method, path, function}`.
@@ -143,6 +149,19 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         "/healthz" => get(Route::Health),
         "/api/v1/info" => get(Route::Api(Api::Info)),
         "/api/v1/auth" => get(Route::Api(Api::Auth)),
+        "/api/v1/secrets" | "/api/v1/secrets/" => get(Route::Api(Api::Secrets)),
+        _ if path.starts_with("/api/v1/secrets/") => {
+            let name = path["/api/v1/secrets/".len()..].trim_end_matches('/');
+            if name.is_empty() || name.contains('/') {
+                return Route::NotFound;
+            }
+            match *method {
+                Method::POST => Route::Api(Api::PutSecret(name, false)),
+                Method::PUT => Route::Api(Api::PutSecret(name, true)),
+                Method::DELETE => Route::Api(Api::RemoveSecret(name)),
+                _ => Route::MethodNotAllowed { allow: "POST, PUT, DELETE" },
+            }
+        }
         "/api/v1/routes" | "/api/v1/routes/" => match *method {
             Method::GET => Route::Api(Api::Routes),
             Method::POST => Route::Api(Api::CreateRoute),

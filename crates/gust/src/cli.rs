@@ -10,6 +10,7 @@ mod ls;
 mod new;
 mod rm;
 mod route;
+mod secret;
 mod topic;
 mod traffic;
 mod up;
@@ -67,6 +68,8 @@ enum Command {
     Calls(calls::Calls),
     /// List, show, redrive or purge a function's dead-lettered async calls.
     Dlq(calls::Dlq),
+    /// Create, update, list or delete secrets functions may read.
+    Secret(secret::Secret),
     /// Create, list, describe or remove topics.
     Topic(topic::Topic),
     /// Append a message to a topic (and, with --reply, print the consumer's answer).
@@ -101,6 +104,7 @@ impl Cli {
             Command::Calls(c) => c.run(&client()?).await,
             Command::Dlq(c) => c.run(&client()?).await,
             Command::Topic(c) => c.run(&client()?).await,
+            Command::Secret(c) => c.run(&client()?).await,
             Command::Publish(c) => c.run(&client()?).await,
         }
     }

@@ -62,6 +62,8 @@ pub struct Context {
     pub limits: crate::HostLimits,
     /// Instances holding a [`Ticket`] now.
     pub instances: Arc<std::sync::atomic::AtomicU32>,
+    /// Where secret values come from.
+    pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
 }
 
 /// A place among the server's `max_instances`, given back when the instance it was
@@ -243,6 +245,8 @@ pub struct Instance {
     /// Its place among the server's `max_instances` (none for a deploy's start-up check
     /// that found every place taken).
     _ticket: Option<Ticket>,
+    /// The secrets it reads: their variables (for `stdio` calls) and output masks.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// The process behind an `http` instance.
@@ -286,8 +290,10 @@ impl Instance {
         let scratch = dir.join("scratch");
         let make_dir = || std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch));
         let (dead_tx, dead_rx) = watch::channel(false);
+        let secrets = crate::secrets::Secrets::load(ctx.secrets.as_ref(), spec, &scratch).await?;
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
+            secrets.write_files(&scratch)?;
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
@@ -301,6 +307,7 @@ impl Instance {
                 answered: Default::default(),
                 pooled: false,
                 _ticket: ticket,
+                secrets,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -308,6 +315,7 @@ impl Instance {
         let mut env = spawn::base_env(&scratch, &interpreter_dirs(&ctx.interpreters));
         env.extend(gust_env(revision, &id, &ctx.pycache_dir));
         env.push(("GUST_SOCKET".into(), socket.clone().into()));
+        env.extend(secrets.env.iter().cloned());
         let poolable = unpooled_reason(ctx, spec).is_none();
         // A Lambda client's Runtime API is bound first: its address is in the environment.
         let mut lambda_api = None;
@@ -320,12 +328,13 @@ impl Instance {
         // A spare brings its own directory (socket and scratch), moved to this one's name.
         let spared = match &ctx.node_spares {
             Some(spares) if matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode) && poolable => {
-                Self::from_spare(spares, &dir, &env, &revision.code_dir).await
+                Self::from_spare(spares, &dir, &env, &revision.code_dir, &secrets).await
             }
             _ => None,
         };
         if spared.is_none() {
             make_dir()?;
+            secrets.write_files(&scratch)?;
         }
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
@@ -448,6 +457,7 @@ impl Instance {
             answered: Default::default(),
             pooled: launched.pooled,
             _ticket: ticket,
+            secrets,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
@@ -492,9 +502,10 @@ impl Instance {
         dir: &Path,
         env: &[(String, OsString)],
         cwd: &Path,
+        secrets: &crate::secrets::Secrets,
     ) -> Option<Launched> {
         let spare = spares.take()?;
-        match spare.become_instance(dir, env, cwd).await {
+        match spare.become_instance(dir, env, cwd, secrets).await {
             Ok(child) => Some(Launched::from_child(child, true)),
             Err(e) => {
                 tracing::warn!(runtime = spares.runtime, error = %e, "warm process hand-over failed; starting fresh");
@@ -711,6 +722,7 @@ impl Instance {
 
     /// Records a line of output: into the function's log and the crash-context ring.
     pub(crate) fn output(&self, logs: &Logs, stream: &str, line: String, call_id: Option<String>) {
+        let line = self.secrets.mask(line);
         {
             let mut st = self.lock();
             if st.last_output.len() == LAST_OUTPUT {

@@ -32,6 +32,7 @@ pub mod lambda;
 pub mod logs;
 pub mod pool;
 pub mod proxy;
+pub mod secrets;
 pub mod spares;
 pub mod spawn;
 pub mod stdio;

@@ -52,9 +52,12 @@ impl Spare {
         dir: &Path,
         env: &[(String, OsString)],
         cwd: &Path,
+        secrets: &crate::secrets::Secrets,
     ) -> std::io::Result<Child> {
         std::fs::rename(&self.dir, dir)?;
         self.dir = dir.to_path_buf();
+        // Before the process learns who it is, so its code finds them at once.
+        secrets.write_files(&dir.join("scratch")).map_err(std::io::Error::other)?;
         let env: serde_json::Map<String, serde_json::Value> =
             env.iter().map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned().into())).collect();
         let mut msg = serde_json::json!({ "env": env, "cwd": cwd.to_string_lossy() }).to_string();

@@ -46,6 +46,7 @@ pub async fn call(
 
     let mut env = spawn::base_env(&instance.scratch, &interpreter_dirs(&ctx.interpreters));
     env.extend(gust_env(revision, &instance.id, &ctx.pycache_dir));
+    env.extend(instance.secrets.env.iter().cloned());
     env.extend(cgi_env(&parts, body.len()));
     env.push(("GUST_CALL_ID".into(), slot.call().as_str().into()));
     let arg: OsString = if body.len() <= MAX_ARG_BODY && !body.contains(&0) {

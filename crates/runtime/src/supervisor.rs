@@ -34,6 +34,8 @@ pub struct SupervisorConfig {
     pub pools: WarmPools,
     /// Limits across every function.
     pub limits: HostLimits,
+    /// Where instances' secrets come from (the store); `None` keeps none.
+    pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
 }
 
 /// Limits across every function on this server.
@@ -158,6 +160,7 @@ impl Supervisor {
             node_spares,
             limits: config.limits,
             instances: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            secrets: config.secrets,
         });
         if let Some(spares) = &ctx.node_spares {
             tokio::spawn(spares.clone().run());

@@ -53,6 +53,7 @@ impl Server {
             interpreters: interpreters.clone(),
             pools: config.pools,
             limits: config.limits,
+            secrets: Some(store.clone() as Arc<dyn gust_runtime::secrets::SecretSource>),
         })
         .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
         let listener =

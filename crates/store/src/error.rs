@@ -75,6 +75,26 @@ pub enum Error {
         /// The name.
         topic: String,
     },
+    /// `gust secret create` of a name that exists.
+    #[error("secret `{name}` exists already; `gust secret update {name}` replaces its value")]
+    SecretExists {
+        /// The name.
+        name: String,
+    },
+    /// No secret has this name.
+    #[error("no secret named `{name}`")]
+    SecretNotFound {
+        /// The name.
+        name: String,
+    },
+    /// A secret value over the size limit.
+    #[error("secret `{name}` is larger than {max} bytes")]
+    SecretTooLarge {
+        /// The name.
+        name: String,
+        /// The limit.
+        max: usize,
+    },
     /// A caller's `X-Call-Id` already names a call of another function.
     #[error("call id `{id}` is already taken by another function's call; send a new one or none")]
     CallIdTaken {

@@ -24,5 +24,6 @@ pub use revision::{DeployOutcome, Revision, Serving};
 pub use store::calls::{Attempted, CallResult, CallStatus, NewCall, StoredCall, SyncRecord};
 pub use store::retention::{Collected, Retention};
 pub use store::routes::{RouteOrigin, StoredRoute};
+pub use store::secrets::{MAX_SECRET, SecretInfo};
 pub use store::topics::{Message, PartitionState, TopicInfo};
 pub use store::{Built, DeployTraffic, Staged, Store};

@@ -118,6 +118,15 @@ CREATE TABLE offsets (
     r"
 CREATE INDEX calls_pending ON calls (function) WHERE status IN ('queued', 'running');
 ",
+    // Secrets a function may read.
+    r"
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    value      BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+",
 ];
 
 /// The longest failure text kept for a revision: enough for a traceback's tail.
@@ -255,6 +264,18 @@ impl Store {
         // Held from before the code is stored until its revision is recorded, so garbage
         // collection never sees the directory without the revision that uses it.
         let mut conn = self.lock();
+        let missing = Store::missing_secrets(&conn, &spec.secrets)?;
+        if !missing.is_empty() {
+            let message = format!(
+                "no secret named {}; create it with `gust secret create {}`",
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                missing[0]
+            );
+            return Err(gust_api::Error::InvalidManifest {
+                problems: vec![Problem { field: "secrets".into(), message }],
+            }
+            .into());
+        }
         let (digest, code_dir) = match &build {
             Some(Built::Cached(digest)) => {
                 let code_dir = self.code_dir(digest);
@@ -771,6 +792,7 @@ fn from_ms(ms: i64) -> SystemTime {
 pub(crate) mod calls;
 pub(crate) mod retention;
 pub(crate) mod routes;
+pub(crate) mod secrets;
 #[cfg(test)]
 mod tests;
 pub(crate) mod topics;

@@ -110,11 +110,17 @@ impl Fields {
     }
 
     pub(super) fn env(&mut self) -> Option<BTreeMap<String, String>> {
-        let table = self.table("env");
+        self.env_table("env")
+    }
+
+    /// A table of environment variables (`[env]`, `[secret_env]`): valid names that gust
+    /// does not set itself, with string-like values.
+    pub(super) fn env_table(&mut self, key: &str) -> Option<BTreeMap<String, String>> {
+        let table = self.table(key);
         let mut env = BTreeMap::new();
         let mut ok = true;
         for (k, v) in table {
-            let field = format!("env.{k}");
+            let field = format!("{key}.{k}");
             let valid_key = !k.is_empty()
                 && !k.as_bytes()[0].is_ascii_digit()
                 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -153,6 +159,30 @@ impl Fields {
             env.insert(k, value);
         }
         ok.then_some(env)
+    }
+
+    /// An optional array of strings.
+    pub(super) fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.table.remove(key) {
+            None => Some(Vec::new()),
+            Some(toml::Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => out.push(s),
+                        other => {
+                            self.problem(key, format!("must hold strings, not {}", other.type_str()));
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            Some(other) => {
+                self.problem(key, format!("must be an array of strings, not {}", other.type_str()));
+                None
+            }
+        }
     }
 
     pub(super) fn finish(mut self) -> Vec<Problem> {

@@ -164,3 +164,115 @@ fn callbacks_to_loopback_private_and_link_local_addresses_are_refused_unless_all
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Reads its secret three ways: the file, the variable, and (printing it) the log.
+const READS_SECRET: &str = r#"import os, stat
+def handle(e, c):
+    d = os.environ["GUST_SECRETS"]
+    p = os.path.join(d, "db")
+    print("the password is", open(p).read().strip())
+    return {"file": open(p).read(), "env": os.environ.get("DB_PASSWORD"),
+            "mode": oct(stat.S_IMODE(os.stat(p).st_mode)), "dir_mode": oct(stat.S_IMODE(os.stat(d).st_mode)),
+            "in_scratch": d.startswith(os.environ["GUST_SCRATCH"])}
+"#;
+
+#[test]
+fn secrets_reach_only_the_functions_listing_them_and_never_show_up_in_gusts_output() {
+    let g = gust();
+    let create = |name: &str, value: &str, verb: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["secret", verb, name])
+            .env("GUST_URL", &g.url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(create("db", "hunter22-first\n", "create").status.success());
+    let again = create("db", "other", "create");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("gust secret update db"));
+
+    // A function that does not list it cannot deploy with it in secret_env.
+    let bad = manifest("bad", "python", "[secret_env]\nX = \"db\"");
+    let dir = g.function("bad", &[("gust.toml", &bad), ("handler.py", READS_SECRET)]);
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in `secrets`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nor can one list a secret that does not exist.
+    let missing = manifest("bad", "python", "secrets = [\"nope\"]");
+    let dir = g.function("bad", &[("gust.toml", &missing), ("handler.py", READS_SECRET)]);
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gust secret create nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let m = manifest(
+        "reader",
+        "python",
+        "secrets = [\"db\"]\n[secret_env]\nDB_PASSWORD = \"db\"\n[scale]\ninitial = 0\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\"",
+    );
+    g.deploy("reader", &[("gust.toml", &m), ("handler.py", READS_SECRET)]);
+    let r = g.get("reader").json();
+    assert_eq!(r["file"], "hunter22-first\n");
+    assert_eq!(r["env"], "hunter22-first\n");
+    assert_eq!((r["mode"].as_str(), r["dir_mode"].as_str()), (Some("0o400"), Some("0o700")));
+    assert_eq!(r["in_scratch"], true);
+    // A function that does not list it sees nothing.
+    g.deploy("other", &[("gust.toml", &manifest("other", "python", "")), ("handler.py", "import os\ndef handle(e, c):\n    return {'secrets': os.environ.get('GUST_SECRETS'), 'env': os.environ.get('DB_PASSWORD')}\n")]);
+    assert_eq!(g.get("other").json(), serde_json::json!({"secrets": null, "env": null}));
+
+    // Printed by the function, it is masked in the log.
+    let logs = crate::log_with(&g, "reader", |l| l.contains("the password is"));
+    assert!(logs.contains("the password is ******"), "{logs}");
+    assert!(!logs.contains("hunter22"), "{logs}");
+
+    // A shell (stdio) function and a Node one (a warm spare) read it too.
+    let sh = "#!/bin/sh\nprintf '%s|%s' \"$(cat \"$GUST_SECRETS/db\")\" \"$DB_PASSWORD\"\n";
+    g.deploy(
+        "sh",
+        &[
+            ("gust.toml", &manifest("sh", "shell", "secrets = [\"db\"]\n[secret_env]\nDB_PASSWORD = \"db\"")),
+            ("handler.sh", sh),
+        ],
+    );
+    assert_eq!(g.get("sh").text(), "hunter22-first|hunter22-first\n");
+    let js = "const fs = require('fs');\nmodule.exports = async (e, c) => fs.readFileSync(process.env.GUST_SECRETS + '/db', 'utf8');\n";
+    g.deploy("js", &[("gust.toml", &manifest("js", "node", "secrets = [\"db\"]")), ("handler.js", js)]);
+    assert_eq!(g.get("js").text(), "hunter22-first\n");
+
+    // Updated, a new instance reads the new value.
+    assert!(create("db", "hunter22-second", "update").status.success());
+    eventually("reader to scale to zero", || g.instance_pids("reader").is_empty().then_some(()));
+    assert_eq!(g.get("reader").json()["file"], "hunter22-second");
+
+    // Listed by name and user, never by value; nowhere in describe or gust's own log.
+    let list = g.cli_ok(&["secret", "ls"]);
+    assert!(list.contains("db") && list.contains("reader"), "{list}");
+    let api = g.call("GET", "/api/v1/secrets", b"", &[]).text();
+    let describe = g.call("GET", "/api/v1/functions/reader", b"", &[]).text();
+    for text in [&list, &api, &describe, &g.server_log()] {
+        assert!(!text.contains("hunter22"), "a value leaked: {text}");
+    }
+    // It cannot be deleted while functions read it.
+    let r = g.call("DELETE", "/api/v1/secrets/db", b"", &[]);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("reader"), "{}", r.text());
+    for f in ["reader", "sh", "js"] {
+        g.cli_ok(&["rm", f]);
+    }
+    g.cli_ok(&["secret", "rm", "db"]);
+    assert_eq!(g.call("DELETE", "/api/v1/secrets/db", b"", &[]).status, 404);
+    // Values past 64 KiB are refused.
+    let big = vec![b'x'; 65 * 1024];
+    assert_eq!(g.call("PUT", "/api/v1/secrets/big", &big, &[]).status, 413);
+}
