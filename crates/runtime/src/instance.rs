@@ -19,7 +19,7 @@ use gust_api::{CallId, Protocol, Runtime};
 use gust_store::Revision;
 use hyper::client::conn::http1::SendRequest;
 use sha2::Digest as _;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::watch;
 
 use crate::body::Body;
@@ -322,7 +322,7 @@ impl Instance {
         if spec.runtime.is_lambda() {
             let (bridge, listener) =
                 crate::lambda::Bridge::bind(spec.name.as_str()).map_err(Error::io("bind Runtime API", &dir))?;
-            env.extend(lambda_env(revision, &id, &bridge.address()));
+            env.extend(crate::lambda::env(revision, &id, &bridge.address()));
             lambda_api = Some((bridge, listener));
         }
         // A spare brings its own directory (socket and scratch), moved to this one's name.
@@ -464,10 +464,22 @@ impl Instance {
         }
         let readers = [
             launched.stdout.map(|s| {
-                tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stdout", s, ctx.limits.log_line_max))
+                tokio::spawn(crate::capture::capture(
+                    ctx.logs.clone(),
+                    instance.clone(),
+                    "stdout",
+                    s,
+                    ctx.limits.log_line_max,
+                ))
             }),
             launched.stderr.map(|s| {
-                tokio::spawn(capture(ctx.logs.clone(), instance.clone(), "stderr", s, ctx.limits.log_line_max))
+                tokio::spawn(crate::capture::capture(
+                    ctx.logs.clone(),
+                    instance.clone(),
+                    "stderr",
+                    s,
+                    ctx.limits.log_line_max,
+                ))
             }),
         ];
         let watched = instance.clone();
@@ -687,7 +699,7 @@ impl Instance {
         }
     }
 
-    fn current_call(&self) -> Option<String> {
+    pub(crate) fn current_call(&self) -> Option<String> {
         let st = self.lock();
         (st.calls.len() == 1).then(|| st.calls[0].to_string())
     }
@@ -795,60 +807,6 @@ async fn check_shell_syntax(
     }
 }
 
-/// Reads lines from one of the process's pipes until it closes.
-async fn capture(
-    logs: Arc<Logs>,
-    instance: Arc<Instance>,
-    stream: &'static str,
-    pipe: impl AsyncRead + Unpin,
-    max_line: usize,
-) {
-    // A call's tag does not count toward the line's length.
-    let tag_max = gust_api::CallId::MAX_LEN + 2;
-    let mut reader = BufReader::with_capacity(max_line + tag_max, pipe);
-    let mut buf = Vec::with_capacity(256);
-    // The rest of a line longer than `max_line`, and the call it belongs to: it becomes
-    // the next line(s).
-    let mut carry: Vec<u8> = Vec::new();
-    let mut carry_call: Option<String> = None;
-    loop {
-        buf.clear();
-        let continued = !carry.is_empty();
-        buf.append(&mut carry);
-        let room = (max_line + tag_max).saturating_sub(buf.len()) as u64;
-        let mut limited = (&mut reader).take(room);
-        match limited.read_until(b'\n', &mut buf).await {
-            Ok(0) if buf.is_empty() => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            buf.pop();
-        }
-        let (tagged, text) = if continued { (carry_call.take(), &buf[..]) } else { split_tag(&buf) };
-        let call = tagged.or_else(|| instance.current_call());
-        let (text, rest) = text.split_at(text.len().min(max_line));
-        if !rest.is_empty() {
-            carry = rest.to_vec();
-            carry_call = call.clone();
-        }
-        instance.output(&logs, stream, String::from_utf8_lossy(text).into_owned(), call);
-    }
-}
-
-/// Splits the `\x1f<call id>\x1f` tag the built-in invokers put before lines written
-/// during a call. Lines without one are returned whole.
-pub(crate) fn split_tag(line: &[u8]) -> (Option<String>, &[u8]) {
-    if let Some(rest) = line.strip_prefix(b"\x1f")
-        && let Some(end) = rest.iter().position(|b| *b == 0x1f)
-        && end <= gust_api::CallId::MAX_LEN
-    {
-        let id = String::from_utf8_lossy(&rest[..end]).into_owned();
-        return ((!id.is_empty()).then_some(id), &rest[end + 1..]);
-    }
-    (None, line)
-}
-
 /// The `GUST_*` variables and the manifest's `env`, shared by both protocols.
 pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> Vec<(String, OsString)> {
     let spec = &revision.spec;
@@ -862,36 +820,6 @@ pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> V
         ("GUST_PYCACHE".into(), pycache.into()),
     ];
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.into())));
-    env
-}
-
-/// The environment the Lambda runtime clients read (AWS's names and meanings): where the
-/// Runtime API is, the function's name, version, memory and timeout, the handler and the
-/// task root. `AWS_LAMBDA_MAX_CONCURRENCY` only when an instance takes several calls at
-/// once, as clients switch to their concurrent mode when it is set.
-fn lambda_env(revision: &Revision, instance: &str, api: &str) -> Vec<(String, OsString)> {
-    let spec = &revision.spec;
-    let memory_mb = spec.limits.memory.map_or(128, |b| b >> 20);
-    let mut env: Vec<(String, OsString)> = vec![
-        ("AWS_LAMBDA_RUNTIME_API".into(), api.into()),
-        ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.as_str().into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.id.to_string().into()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), memory_mb.to_string().into()),
-        ("AWS_LAMBDA_FUNCTION_TIMEOUT".into(), spec.limits.timeout.as_secs().max(1).to_string().into()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{}", spec.name).into()),
-        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), instance.into()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
-        ("_HANDLER".into(), spec.handler.clone().into()),
-        ("LAMBDA_TASK_ROOT".into(), revision.code_dir.clone().into()),
-        ("LAMBDA_RUNTIME_DIR".into(), revision.code_dir.clone().into()),
-        ("AWS_EXECUTION_ENV".into(), format!("gust_{}", spec.runtime).into()),
-        ("TZ".into(), ":UTC".into()),
-    ];
-    if spec.scale.concurrency > 1 {
-        env.push(("AWS_LAMBDA_MAX_CONCURRENCY".into(), spec.scale.concurrency.to_string().into()));
-    }
-    // The manifest's env comes last, so a function may set what it needs differently.
-    env.retain(|(k, _)| !spec.env.contains_key(k));
     env
 }
 
@@ -928,17 +856,4 @@ pub(crate) fn exit_text(code: Option<i64>, signal: Option<i64>) -> String {
 fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_are_split_off() {
-        assert_eq!(split_tag(b"\x1fabc\x1fhello"), (Some("abc".to_owned()), &b"hello"[..]));
-        assert_eq!(split_tag(b"plain"), (None, &b"plain"[..]));
-        assert_eq!(split_tag(b"\x1funterminated"), (None, &b"\x1funterminated"[..]));
-        assert_eq!(split_tag(b"\x1f\x1fx"), (None, &b"x"[..]));
-    }
 }

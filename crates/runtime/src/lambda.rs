@@ -10,6 +10,7 @@
 //! death, or the deadline — which kills the instance, as Lambda does.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::body::{Body, full};
+use gust_store::Revision;
+
 use crate::instance::{Instance, Target};
 use crate::pool::Slot;
 use crate::{Error, Result};
@@ -517,4 +520,34 @@ pub(crate) async fn check_ready(
             }
         }
     }
+}
+
+/// The environment the Lambda runtime clients read (AWS's names and meanings): where the
+/// Runtime API is, the function's name, version, memory and timeout, the handler and the
+/// task root. `AWS_LAMBDA_MAX_CONCURRENCY` only when an instance takes several calls at
+/// once, as clients switch to their concurrent mode when it is set.
+pub(crate) fn env(revision: &Revision, instance: &str, api: &str) -> Vec<(String, OsString)> {
+    let spec = &revision.spec;
+    let memory_mb = spec.limits.memory.map_or(128, |b| b >> 20);
+    let mut env: Vec<(String, OsString)> = vec![
+        ("AWS_LAMBDA_RUNTIME_API".into(), api.into()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.as_str().into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.id.to_string().into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), memory_mb.to_string().into()),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT".into(), spec.limits.timeout.as_secs().max(1).to_string().into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{}", spec.name).into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), instance.into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("_HANDLER".into(), spec.handler.clone().into()),
+        ("LAMBDA_TASK_ROOT".into(), revision.code_dir.clone().into()),
+        ("LAMBDA_RUNTIME_DIR".into(), revision.code_dir.clone().into()),
+        ("AWS_EXECUTION_ENV".into(), format!("gust_{}", spec.runtime).into()),
+        ("TZ".into(), ":UTC".into()),
+    ];
+    if spec.scale.concurrency > 1 {
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY".into(), spec.scale.concurrency.to_string().into()));
+    }
+    // The manifest's env comes last, so a function may set what it needs differently.
+    env.retain(|(k, _)| !spec.env.contains_key(k));
+    env
 }

@@ -24,6 +24,7 @@
 
 pub mod body;
 pub mod build;
+mod capture;
 mod error;
 pub mod instance;
 pub mod interpreters;
