@@ -153,7 +153,12 @@ async fn forward(
 fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
     // Callers may not forge parameters or gust's start-up probe: any they sent go with
     // the hop-by-hop headers.
-    strip(h, |name| name.as_str().starts_with(PARAM_PREFIX) || *name == X_GUST_PROBE || *name == LAMBDA_DIRECT);
+    strip(h, |name| {
+        name.as_str().starts_with(PARAM_PREFIX)
+            || *name == X_GUST_PROBE
+            || *name == LAMBDA_DIRECT
+            || *name == LAMBDA_CONTEXT
+    });
     let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -203,6 +208,8 @@ const X_DURATION: HeaderName = HeaderName::from_static(DURATION);
 const X_GUST_PROBE: HeaderName = HeaderName::from_static("x-gust-probe");
 /// Marks a Lambda Invoke API call; only the gateway's own Invoke API sets it.
 const LAMBDA_DIRECT: HeaderName = HeaderName::from_static(gust_runtime::lambda::DIRECT);
+/// A Lambda Invoke API call's client context; only the gateway's Invoke API sets it.
+const LAMBDA_CONTEXT: HeaderName = HeaderName::from_static(gust_runtime::lambda::CLIENT_CONTEXT);
 /// Names the revision a call goes to by its tag, as the URL's `@TAG` does (Knative's
 /// `Knative-Serving-Tag`).
 const GUST_TAG: HeaderName = HeaderName::from_static("gust-tag");

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use gust_api::CallId;
 use gust_runtime::Body;
 use gust_runtime::body::full;
-use gust_runtime::lambda::{DIRECT, FUNCTION_ERROR};
+use gust_runtime::lambda::{CLIENT_CONTEXT, DIRECT, FUNCTION_ERROR};
 use gust_store::{NewCall, SyncRecord};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -115,6 +115,25 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
     let limit =
         if kind == "Event" { MAX_EVENT.min(revision.spec.limits.max_body) } else { revision.spec.limits.max_body };
     let call = CallId::from_caller(req.headers().get(crate::invoke::CALL_ID).map(HeaderValue::as_bytes));
+    // X-Amz-Client-Context is base64 JSON (at most 3583 bytes, as on Lambda); the client
+    // gets it decoded.
+    let client_context = match req.headers().get("x-amz-client-context") {
+        None => None,
+        Some(v) => {
+            let bad = || {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    "X-Amz-Client-Context must be base64-encoded JSON of at most 3583 bytes",
+                )
+            };
+            let text = v.to_str().map_err(|_| bad())?;
+            let decoded = gust_api::event::base64_decode(text).filter(|_| text.len() <= 3583).ok_or_else(bad)?;
+            let json = String::from_utf8(decoded).map_err(|_| bad())?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&json).map_err(|_| bad())?;
+            Some(json)
+        }
+    };
     let (_, payload) = crate::body::read_whole(req, limit).await.map_err(|e| ApiError::from_gateway(&e))?;
     // Lambda takes JSON only; an empty payload is the empty object.
     let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { payload };
@@ -133,7 +152,14 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
                 function: function.clone(),
                 method: "POST".into(),
                 path: "/".into(),
-                headers: vec![(DIRECT.into(), "1".into()), ("content-type".into(), "application/json".into())],
+                headers: [
+                    (DIRECT, Some("1".to_owned())),
+                    ("content-type", Some("application/json".to_owned())),
+                    (CLIENT_CONTEXT, client_context),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect(),
                 body: payload.to_vec(),
                 callback_url: None,
             };
@@ -142,7 +168,7 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
                 .map_err(|e| ApiError::from_gateway(&e))?;
             Ok(answer(StatusCode::ACCEPTED, &call, None, Bytes::new()))
         }
-        _ => sync(gw, &function, &revision, &call, payload).await,
+        _ => sync(gw, &function, &revision, &call, payload, client_context).await,
     }
 }
 
@@ -153,6 +179,7 @@ async fn sync(
     revision: &Arc<gust_store::Revision>,
     call: &CallId,
     payload: Bytes,
+    client_context: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let arrived_ms = crate::now_ms();
     let mut req = Request::new(full(payload));
@@ -162,6 +189,9 @@ async fn sync(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(call.as_str()) {
         h.insert(HeaderName::from_static(crate::invoke::CALL_ID), v);
+    }
+    if let Some(v) = client_context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert(HeaderName::from_static(CLIENT_CONTEXT), v);
     }
     let outcome = crate::dispatch::run_to_end(gw, revision, call, req, gust_runtime::lambda::MAX_RESPONSE as u64).await;
     let record = |status: u16, error: Option<String>| SyncRecord {

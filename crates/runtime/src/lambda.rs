@@ -35,6 +35,10 @@ use crate::{Error, Result};
 /// a function error is answered as Lambda's Invoke API answers it (200 with
 /// `X-Amz-Function-Error`). The gateway sets it and strips it from callers.
 pub const DIRECT: &str = "x-gust-lambda-direct";
+/// The client context of a direct call (the Invoke API's `X-Amz-Client-Context`,
+/// decoded), passed to the client as `Lambda-Runtime-Client-Context`. The gateway sets it
+/// and strips it from callers.
+pub const CLIENT_CONTEXT: &str = "x-gust-lambda-client-context";
 /// The header a direct call's answer carries when the function failed.
 pub const FUNCTION_ERROR: &str = "x-amz-function-error";
 /// The largest response a function may post: Lambda's 6 MB synchronous payload limit.
@@ -60,6 +64,7 @@ struct Invocation {
     id: String,
     event: Bytes,
     deadline_ms: u64,
+    client_context: Option<String>,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -264,6 +269,9 @@ impl Bridge {
                 h.insert(name, v);
             }
         }
+        if let Some(v) = inv.client_context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            h.insert("lambda-runtime-client-context", v);
+        }
         resp
     }
 
@@ -305,7 +313,13 @@ impl Bridge {
     }
 
     /// Queues an invocation; unique ids even when callers reuse a call id.
-    fn submit(&self, id: &str, event: Bytes, deadline_ms: u64) -> oneshot::Receiver<Outcome> {
+    fn submit(
+        &self,
+        id: &str,
+        event: Bytes,
+        deadline_ms: u64,
+        client_context: Option<String>,
+    ) -> oneshot::Receiver<Outcome> {
         let (reply, rx) = oneshot::channel();
         let id = if self.lock().in_flight.contains_key(id) {
             format!("{id}-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
@@ -314,7 +328,7 @@ impl Bridge {
         };
         // The receiver lives in `self`; sending fails only if it was dropped, and then the
         // caller sees the instance die.
-        let _ = self.queue.send(Invocation { id, event, deadline_ms, reply });
+        let _ = self.queue.send(Invocation { id, event, deadline_ms, client_context, reply });
         rx
     }
 }
@@ -424,7 +438,11 @@ pub async fn call(
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let deadline_ms = epoch_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-    let reply = bridge.submit(slot.call().as_str(), event, deadline_ms);
+    let client_context = match direct {
+        true => parts.headers.get(CLIENT_CONTEXT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        false => None,
+    };
+    let reply = bridge.submit(slot.call().as_str(), event, deadline_ms, client_context);
     let outcome = tokio::select! {
         r = reply => r.ok(),
         _ = instance.wait_dead(Duration::MAX) => None,

@@ -25,7 +25,9 @@ def handler(event, context):
     return {"event": event, "request_id": context.aws_request_id, "function": context.function_name,
             "arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
             "left_ms": context.get_remaining_time_in_millis(), "trace": os.environ.get("_X_AMZN_TRACE_ID"),
-            "task_root": os.environ.get("LAMBDA_TASK_ROOT"), "handler": os.environ.get("_HANDLER")}
+            "task_root": os.environ.get("LAMBDA_TASK_ROOT"), "handler": os.environ.get("_HANDLER"),
+            "custom": context.client_context.custom if context.client_context else None,
+            "app": context.client_context.client.app_title if context.client_context and context.client_context.client else None}
 "#;
 
 /// Where the npm `aws-lambda-ric` package was installed (by `scripts/test`).
@@ -362,13 +364,16 @@ fn a_function_built_with_the_lambda_runtime_crate_runs_as_a_bootstrap() {
 
 /// Calls gust with boto3's Lambda client, as existing AWS SDK code would.
 const BOTO: &str = r#"
-import json, sys, boto3, botocore.config
+import base64, json, sys, boto3, botocore.config
 c = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="x",
                  aws_secret_access_key="y", config=botocore.config.Config(retries={"total_max_attempts": 1}))
 out = {}
 r = c.invoke(FunctionName="echo", Payload=json.dumps({"k": "v"}))
 out["sync"] = {"status": r["StatusCode"], "error": r.get("FunctionError"), "payload": json.loads(r["Payload"].read()),
                "version": r.get("ExecutedVersion")}
+r = c.invoke(FunctionName="echo", Payload=b"{}",
+             ClientContext=base64.b64encode(json.dumps({"custom": {"tenant": "t1"}, "client": {"app_title": "shop"}}).encode()).decode())
+out["context"] = json.loads(r["Payload"].read())
 r = c.invoke(FunctionName="echo", Payload=json.dumps({"boom": 1}))
 out["failed"] = {"status": r["StatusCode"], "error": r.get("FunctionError"), "payload": json.loads(r["Payload"].read())}
 r = c.invoke(FunctionName="echo", InvocationType="Event", Payload=json.dumps({"async": True}))
@@ -411,6 +416,9 @@ fn boto3_calls_gust_functions_through_the_lambda_invoke_api() {
     assert_eq!(o["sync"]["error"], serde_json::Value::Null);
     assert_eq!(o["sync"]["payload"]["event"], serde_json::json!({"k": "v"}));
     assert_eq!(o["sync"]["version"], "1");
+    // ClientContext reaches the handler as awslambdaric would give it.
+    assert_eq!(o["context"]["custom"], serde_json::json!({"tenant": "t1"}));
+    assert_eq!(o["context"]["app"], "shop");
     assert_eq!(o["failed"]["status"], 200);
     assert_eq!(o["failed"]["error"], "Unhandled");
     assert_eq!(o["failed"]["payload"]["errorType"], "ValueError");

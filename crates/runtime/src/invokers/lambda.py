@@ -25,6 +25,24 @@ class CognitoIdentity:
     cognito_identity_pool_id = None
 
 
+class MobileClient:
+    """context.client_context.client, as awslambdaric makes it."""
+
+    def __init__(self, doc):
+        for key in ("installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"):
+            setattr(self, key, doc.get(key))
+
+
+class ClientContext:
+    """context.client_context: the Invoke API's X-Amz-Client-Context, decoded."""
+
+    def __init__(self, doc):
+        client = doc.get("client")
+        self.client = MobileClient(client) if isinstance(client, dict) else None
+        self.custom = doc.get("custom")
+        self.env = doc.get("env")
+
+
 class LambdaContext:
     """What awslambdaric passes as `context`."""
 
@@ -199,6 +217,7 @@ def _serve(inv, client, fn):
         client_context = headers.get("lambda-runtime-client-context")
         try:
             client_context = json.loads(client_context) if client_context else None
+            client_context = ClientContext(client_context) if isinstance(client_context, dict) else None
         except ValueError:
             client_context = None
         _setup_logging()
