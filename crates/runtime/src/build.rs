@@ -171,6 +171,7 @@ async fn run_steps(
             cwd: dir.to_path_buf(),
             listen_fd: None,
             stdin: false,
+            sandbox: None,
         };
         let failed = |message: String, tail: Vec<String>| Error::BuildFailed {
             function: function.to_owned(),

@@ -64,6 +64,8 @@ pub struct Context {
     pub instances: Arc<std::sync::atomic::AtomicU32>,
     /// Where secret values come from.
     pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
+    /// How instances are confined.
+    pub isolation: crate::isolation::Level,
 }
 
 /// A place among the server's `max_instances`, given back when the instance it was
@@ -81,6 +83,15 @@ impl Drop for Ticket {
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
     let pooled = match spec.runtime {
+        Runtime::Python | Runtime::LambdaPython | Runtime::Node | Runtime::LambdaNode
+            if ctx.isolation == crate::isolation::Level::Basic =>
+        {
+            return Some(
+                "isolation `basic`: each instance starts fresh so its sandbox is built for it (the warm pools are \
+                 not sandboxed per function yet)"
+                    .to_owned(),
+            );
+        }
         Runtime::Python | Runtime::LambdaPython => ctx.zygote.is_some(),
         Runtime::Node | Runtime::LambdaNode => ctx.node_spares.is_some(),
         _ => return None,
@@ -247,6 +258,8 @@ pub struct Instance {
     _ticket: Option<Ticket>,
     /// The secrets it reads: their variables (for `stdio` calls) and output masks.
     pub secrets: crate::secrets::Secrets,
+    /// Its `basic` sandbox (kept for the calls of a `stdio` instance).
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
 /// The process behind an `http` instance.
@@ -294,6 +307,7 @@ impl Instance {
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
             secrets.write_files(&scratch)?;
+            let sandbox = sandbox_for(ctx, revision, &dir)?;
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
@@ -308,6 +322,7 @@ impl Instance {
                 pooled: false,
                 _ticket: ticket,
                 secrets,
+                sandbox,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -336,6 +351,7 @@ impl Instance {
             make_dir()?;
             secrets.write_files(&scratch)?;
         }
+        let sandbox = sandbox_for(ctx, revision, &dir)?;
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -433,8 +449,15 @@ impl Instance {
             }
             Runtime::Shell => return Err(fail("shell functions use the stdio protocol".into())),
         };
-        let launch =
-            Launch { program: program.clone(), args, env, cwd: revision.code_dir.clone(), listen_fd, stdin: false };
+        let launch = Launch {
+            program: program.clone(),
+            args,
+            env,
+            cwd: revision.code_dir.clone(),
+            listen_fd,
+            stdin: false,
+            sandbox,
+        };
         let launched = match (spared, &ctx.zygote, spec.runtime) {
             (Some(spared), _, _) => Ok(spared),
             (None, Some(zygote), Runtime::Python | Runtime::LambdaPython) if poolable => {
@@ -458,6 +481,7 @@ impl Instance {
             pooled: launched.pooled,
             _ticket: ticket,
             secrets,
+            sandbox: None,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
@@ -788,6 +812,7 @@ async fn check_shell_syntax(
         cwd: revision.code_dir.clone(),
         listen_fd: None,
         stdin: false,
+        sandbox: None,
     };
     let child = spawn::spawn(launch).map_err(|e| format!("cannot run `{}`: {e}", shell.display()))?;
     let pid = child.id().unwrap_or(0);
@@ -821,6 +846,33 @@ pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> V
     ];
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.into())));
     env
+}
+
+/// The `basic` sandbox of an instance living in `dir` (`None` at level `none`): read and
+/// execute the system, the interpreters' installations, gust's invokers and this
+/// revision's code; write its own directory (scratch and socket) and its own slice of the
+/// bytecode cache. Everything else of the data directory — the database, the token,
+/// other functions' code, scratch and cache — is out of reach.
+fn sandbox_for(ctx: &Context, revision: &Revision, dir: &Path) -> Result<Option<Arc<crate::sandbox::Sandbox>>> {
+    if ctx.isolation != crate::isolation::Level::Basic {
+        return Ok(None);
+    }
+    let code = &revision.code_dir;
+    let own_cache = ctx.pycache_dir.join(code.strip_prefix("/").unwrap_or(code));
+    let _ = std::fs::create_dir_all(&own_cache);
+    let prefixes: Vec<PathBuf> = [&ctx.interpreters.python, &ctx.interpreters.node, &ctx.interpreters.java]
+        .into_iter()
+        .filter_map(|found| found.path.as_deref())
+        .filter_map(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .collect();
+    let system = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/dev"];
+    let mut paths = crate::sandbox::Paths::default();
+    paths.read.extend(system.iter().map(Path::new));
+    paths.read.extend(prefixes.iter().map(PathBuf::as_path));
+    paths.read.extend([ctx.invokers_dir.as_path(), code.as_path()]);
+    paths.write.extend([dir, own_cache.as_path(), Path::new("/dev/null")]);
+    let sandbox = crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the sandbox", dir))?;
+    Ok(Some(Arc::new(sandbox)))
 }
 
 /// The interpreters' directories, put first on instances' `PATH` so `python3` or `node`

@@ -33,6 +33,7 @@ pub mod lambda;
 pub mod logs;
 pub mod pool;
 pub mod proxy;
+pub mod sandbox;
 pub mod secrets;
 pub mod spares;
 pub mod spawn;

@@ -183,6 +183,7 @@ impl Spares {
             cwd: dir.clone(),
             listen_fd: Some(OwnedFd::from(listener)),
             stdin: true,
+            sandbox: None,
         });
         let mut child = match launched {
             Ok(child) => child,

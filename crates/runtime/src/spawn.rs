@@ -34,6 +34,8 @@ pub struct Launch {
     pub listen_fd: Option<OwnedFd>,
     /// Whether stdin is a pipe (stdio protocol) or `/dev/null`.
     pub stdin: bool,
+    /// The `basic` sandbox to enter just before exec, if any.
+    pub sandbox: Option<std::sync::Arc<crate::sandbox::Sandbox>>,
 }
 
 /// Starts the process with stdout and stderr piped.
@@ -43,6 +45,8 @@ pub struct Launch {
 pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     let mut cmd = command(&launch);
     let listen_raw = launch.listen_fd.as_ref().map(AsRawFd::as_raw_fd);
+    // Prepared here, so the child only passes them to two syscalls.
+    let sandbox = launch.sandbox.as_ref().map(|s| (s.ruleset_fd(), s.filter()));
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
     // syscalls (dup2, fcntl, setrlimit, prctl) on integers captured by value; it does not
     // allocate, lock or touch Rust state shared with other threads.
@@ -69,10 +73,15 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Last: the filter also governs whatever the hook would do after it.
+            if let Some((fd, filter)) = &sandbox {
+                crate::sandbox::apply(*fd, filter)?;
+            }
             Ok(())
         });
     }
     let child = cmd.spawn();
+    drop(launch.sandbox);
     // The parent's copy of the listener must close now: if the child dies, connections
     // waiting in the backlog are then reset instead of hanging.
     drop(launch.listen_fd);

@@ -62,15 +62,18 @@ pub async fn call(
         }
         _ => (script, vec![arg]),
     };
-    let mut child = spawn::spawn_call(Launch {
+    let launch = Launch {
         program: program.clone(),
         args,
         env,
         cwd: revision.code_dir.clone(),
         listen_fd: None,
         stdin: true,
-    })
-    .map_err(|e| Error::StartFailed {
+        sandbox: instance.sandbox.clone(),
+    };
+    // A sandbox is entered between fork and exec, which posix_spawn has no room for.
+    let spawned = if launch.sandbox.is_some() { spawn::spawn(launch) } else { spawn::spawn_call(launch) };
+    let mut child = spawned.map_err(|e| Error::StartFailed {
         function: spec.name.to_string(),
         detail: format!("cannot run `{}`: {e}", program.display()),
     })?;

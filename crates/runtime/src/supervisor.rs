@@ -36,6 +36,8 @@ pub struct SupervisorConfig {
     pub limits: HostLimits,
     /// Where instances' secrets come from (the store); `None` keeps none.
     pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
+    /// How instances are confined.
+    pub isolation: crate::isolation::Level,
 }
 
 /// Limits across every function on this server.
@@ -126,7 +128,10 @@ impl Supervisor {
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
-        let zygote = match (&config.interpreters.python.path, config.pools.python) {
+        // Under `basic` every instance starts fresh (its sandbox is built for it), so no
+        // warm process would ever be used.
+        let pools = if config.isolation == crate::isolation::Level::Basic { WarmPools::OFF } else { config.pools };
+        let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
                 let env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
@@ -134,7 +139,7 @@ impl Supervisor {
             }
             _ => None,
         };
-        let node_spares = match (&config.interpreters.node.path, config.pools.node) {
+        let node_spares = match (&config.interpreters.node.path, pools.node) {
             (Some(node), n) if n > 0 => Some(Arc::new(crate::spares::Spares::new(
                 "node",
                 node.clone(),
@@ -161,6 +166,7 @@ impl Supervisor {
             limits: config.limits,
             instances: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             secrets: config.secrets,
+            isolation: config.isolation,
         });
         if let Some(spares) = &ctx.node_spares {
             tokio::spawn(spares.clone().run());

@@ -126,6 +126,7 @@ impl Zygote {
             cwd: self.dir.clone(),
             listen_fd: Some(OwnedFd::from(theirs)),
             stdin: false,
+            sandbox: None,
         })
         .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
         let pid = child.id().unwrap_or(0);

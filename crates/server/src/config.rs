@@ -7,6 +7,7 @@ use std::time::Duration;
 pub use gust_gateway::GatewayConfig;
 pub use gust_gateway::outbound::OutboundPolicy;
 pub use gust_runtime::interpreters::InterpreterSettings;
+pub use gust_runtime::isolation::Level as IsolationLevel;
 pub use gust_runtime::{HostLimits, WarmPools};
 pub use gust_store::Retention;
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Limits across every function: instances, log lines, log volume per call.
     pub limits: HostLimits,
+    /// How instances are confined (`--isolation`).
+    pub isolation: IsolationLevel,
 }
 
 /// Where the token lives and whether the control API requires it.

@@ -54,6 +54,7 @@ impl Server {
             pools: config.pools,
             limits: config.limits,
             secrets: Some(store.clone() as Arc<dyn gust_runtime::secrets::SecretSource>),
+            isolation: config.isolation,
         })
         .map_err(|source| Error::Runtime { dir: config.data_dir.clone(), source })?;
         let listener =
@@ -85,7 +86,7 @@ impl Server {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             listen: base_url.clone(),
             data_dir: config.data_dir.display().to_string(),
-            isolation: gust_runtime::isolation::detect(),
+            isolation: gust_runtime::isolation::detect(config.isolation),
             interpreters: describe(&interpreters),
             auth: gust_api::wire::AuthInfo { control_api: control, token_file: token_file.display().to_string() },
         };

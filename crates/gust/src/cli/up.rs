@@ -90,6 +90,11 @@ pub(crate) struct Up {
     /// with a line saying so.
     #[arg(long, env = "GUST_LOG_CALL_MAX", default_value = "1Mi")]
     log_call_max: String,
+    /// How instances are confined: `none` (process hygiene only) or `basic` (also a
+    /// Landlock ruleset and a seccomp filter per instance; the warm pools are then not
+    /// used). `isolated` (namespaces, cgroups) is not built yet.
+    #[arg(long, env = "GUST_ISOLATION", default_value = "none")]
+    isolation: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -111,7 +116,10 @@ impl Up {
             );
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
-        let pools = config.pools;
+        let pools = match config.isolation {
+            gust_server::config::IsolationLevel::Basic => gust_server::config::WarmPools::OFF,
+            gust_server::config::IsolationLevel::None => config.pools,
+        };
         println!(
             "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
             pools.python, pools.node
@@ -169,6 +177,9 @@ impl Up {
         if self.max_instances == 0 {
             problems.push("--max-instances: must be at least 1".to_owned());
         }
+        let isolation = gust_server::config::IsolationLevel::parse(&self.isolation)
+            .map_err(|e| problems.push(format!("--isolation: {e}")))
+            .unwrap_or_default();
         let pools = parse_pools(&self.pool).map_err(|e| problems.push(format!("--pool: {e}"))).unwrap_or_default();
         let max_age = parse_duration(&self.revision_max_age)
             .map_err(|e| problems.push(format!("--revision-max-age: {e}")))
@@ -219,6 +230,7 @@ impl Up {
                 ..gust_gateway_config(max_upload, self.domain.clone(), retention)
             },
             pools,
+            isolation,
             limits: gust_server::config::HostLimits {
                 max_instances: self.max_instances,
                 log_line_max: usize::try_from(log_line_max).unwrap_or(16 << 10),

@@ -11,6 +11,7 @@ mod deploy;
 mod events;
 mod failures;
 mod instances;
+mod isolation;
 mod lambda;
 mod lifecycle;
 mod limits;
