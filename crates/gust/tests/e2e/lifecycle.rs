@@ -9,7 +9,7 @@ fn up_prints_where_it_listens_its_data_and_isolation() {
     let g = gust();
     assert!(g.banner.contains(&format!("listening on {}", g.url)), "{}", g.banner);
     assert!(g.banner.contains(g.data.to_str().unwrap()), "{}", g.banner);
-    assert!(g.banner.contains("isolation: process"), "{}", g.banner);
+    assert!(g.banner.contains("isolation: none"), "{}", g.banner);
     let r = g.call("GET", "/healthz", b"", &[]);
     assert_eq!(r.status, 200);
     let info = g.call("GET", "/api/v1/info", b"", &[]).json();
