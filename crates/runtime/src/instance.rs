@@ -83,12 +83,10 @@ impl Drop for Ticket {
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
     let pooled = match spec.runtime {
-        Runtime::Python | Runtime::LambdaPython | Runtime::Node | Runtime::LambdaNode
-            if ctx.isolation == crate::isolation::Level::Basic =>
-        {
+        Runtime::Node | Runtime::LambdaNode if ctx.isolation == crate::isolation::Level::Basic => {
             return Some(
-                "isolation `basic`: each instance starts fresh so its sandbox is built for it (the warm pools are \
-                 not sandboxed per function yet)"
+                "isolation `basic`: Node instances start fresh so their sandbox is built for them (a waiting Node \
+                 process cannot narrow its own sandbox to one function yet)"
                     .to_owned(),
             );
         }
@@ -461,7 +459,7 @@ impl Instance {
         let launched = match (spared, &ctx.zygote, spec.runtime) {
             (Some(spared), _, _) => Ok(spared),
             (None, Some(zygote), Runtime::Python | Runtime::LambdaPython) if poolable => {
-                Self::fork_or_spawn(zygote, launch).await
+                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir)).await
             }
             _ => Launched::spawned(launch),
         }
@@ -551,11 +549,18 @@ impl Instance {
     }
 
     /// Forks the instance from the zygote; if that fails, starts it fresh (and says why).
-    async fn fork_or_spawn(zygote: &crate::zygote::Zygote, mut launch: Launch) -> std::io::Result<Launched> {
+    /// `child_env` goes to the zygote child only (it tells it the sandbox to enter).
+    async fn fork_or_spawn(
+        zygote: &crate::zygote::Zygote,
+        mut launch: Launch,
+        child_env: Vec<(String, OsString)>,
+    ) -> std::io::Result<Launched> {
         let Some(listener) = launch.listen_fd.as_ref().map(OwnedFd::try_clone).transpose()? else {
             return Launched::spawned(launch);
         };
-        match zygote.fork(&launch.env, &launch.cwd, listener).await {
+        let mut env = launch.env.clone();
+        env.extend(child_env);
+        match zygote.fork(&env, &launch.cwd, listener).await {
             Ok(forked) => {
                 launch.listen_fd = None;
                 Ok(Launched::forked(forked))
@@ -857,22 +862,70 @@ fn sandbox_for(ctx: &Context, revision: &Revision, dir: &Path) -> Result<Option<
     if ctx.isolation != crate::isolation::Level::Basic {
         return Ok(None);
     }
+    let (read, write) = sandbox_paths(ctx, revision, dir);
+    let paths = crate::sandbox::Paths {
+        read: read.iter().map(PathBuf::as_path).collect(),
+        write: write.iter().map(PathBuf::as_path).collect(),
+    };
+    let sandbox = crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the sandbox", dir))?;
+    Ok(Some(Arc::new(sandbox)))
+}
+
+/// What every sandbox lets be read: the system and the interpreters' installations.
+fn system_paths(interpreters: &Interpreters) -> Vec<PathBuf> {
+    let system = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/dev"];
+    let mut out: Vec<PathBuf> = system.iter().map(PathBuf::from).collect();
+    out.extend(
+        [&interpreters.python, &interpreters.node, &interpreters.java]
+            .into_iter()
+            .filter_map(|found| found.path.as_deref())
+            .filter_map(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf)),
+    );
+    out
+}
+
+/// The paths one instance may read and write (see [`sandbox_for`]); a zygote child
+/// gets them in `GUST_SANDBOX_READ` and `GUST_SANDBOX_WRITE` and applies them itself.
+fn sandbox_paths(ctx: &Context, revision: &Revision, dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let code = &revision.code_dir;
     let own_cache = ctx.pycache_dir.join(code.strip_prefix("/").unwrap_or(code));
     let _ = std::fs::create_dir_all(&own_cache);
-    let prefixes: Vec<PathBuf> = [&ctx.interpreters.python, &ctx.interpreters.node, &ctx.interpreters.java]
-        .into_iter()
-        .filter_map(|found| found.path.as_deref())
-        .filter_map(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
-        .collect();
-    let system = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/dev"];
-    let mut paths = crate::sandbox::Paths::default();
-    paths.read.extend(system.iter().map(Path::new));
-    paths.read.extend(prefixes.iter().map(PathBuf::as_path));
-    paths.read.extend([ctx.invokers_dir.as_path(), code.as_path()]);
-    paths.write.extend([dir, own_cache.as_path(), Path::new("/dev/null")]);
-    let sandbox = crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the sandbox", dir))?;
-    Ok(Some(Arc::new(sandbox)))
+    let mut read = system_paths(&ctx.interpreters);
+    read.extend([ctx.invokers_dir.clone(), code.clone()]);
+    (read, vec![dir.to_path_buf(), own_cache, PathBuf::from("/dev/null")])
+}
+
+/// The Python zygote's sandbox under `basic`: what any of its children could need (all
+/// code, all instance directories, the whole bytecode cache) but nothing else of the data
+/// directory (the database, the token, logs). Each child narrows it to its function.
+///
+/// # Errors
+/// [`Error::Io`] when the ruleset cannot be built.
+pub(crate) fn zygote_sandbox(
+    interpreters: &Interpreters,
+    invokers: &Path,
+    data: &Path,
+    run: &Path,
+    pycache: &Path,
+) -> Result<crate::sandbox::Sandbox> {
+    let mut read = system_paths(interpreters);
+    read.extend([invokers.to_path_buf(), data.join("code")]);
+    let write = [run.to_path_buf(), pycache.to_path_buf(), PathBuf::from("/dev/null")];
+    let paths = crate::sandbox::Paths {
+        read: read.iter().map(PathBuf::as_path).collect(),
+        write: write.iter().map(PathBuf::as_path).collect(),
+    };
+    crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the zygote's sandbox", run))
+}
+
+/// `GUST_SANDBOX_READ` and `GUST_SANDBOX_WRITE` for a zygote child under `basic`.
+fn sandbox_env(ctx: &Context, revision: &Revision, dir: &Path) -> Vec<(String, OsString)> {
+    if ctx.isolation != crate::isolation::Level::Basic {
+        return Vec::new();
+    }
+    let (read, write) = sandbox_paths(ctx, revision, dir);
+    let join = |paths: Vec<PathBuf>| std::env::join_paths(paths).unwrap_or_default();
+    vec![("GUST_SANDBOX_READ".into(), join(read)), ("GUST_SANDBOX_WRITE".into(), join(write))]
 }
 
 /// The interpreters' directories, put first on instances' `PATH` so `python3` or `node`

@@ -128,14 +128,33 @@ impl Supervisor {
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
-        // Under `basic` every instance starts fresh (its sandbox is built for it), so no
-        // warm process would ever be used.
-        let pools = if config.isolation == crate::isolation::Level::Basic { WarmPools::OFF } else { config.pools };
+        // Under `basic` Node spares are not used (they cannot narrow their own sandbox to
+        // one function yet); the Python zygote runs in a broad sandbox and each child
+        // narrows it to its function.
+        let basic = config.isolation == crate::isolation::Level::Basic;
+        let pools = if basic { WarmPools { node: 0, ..config.pools } } else { config.pools };
         let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
                 let env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
-                Some(crate::zygote::Zygote::new(python.clone(), invokers_dir.join("python.py"), dir, env, waiting))
+                let sandbox = match basic {
+                    true => Some(Arc::new(crate::instance::zygote_sandbox(
+                        &config.interpreters,
+                        &invokers_dir,
+                        &config.data_dir,
+                        &run_dir,
+                        &pycache_dir,
+                    )?)),
+                    false => None,
+                };
+                Some(crate::zygote::Zygote::new(
+                    python.clone(),
+                    invokers_dir.join("python.py"),
+                    dir,
+                    env,
+                    waiting,
+                    sandbox,
+                ))
             }
             _ => None,
         };

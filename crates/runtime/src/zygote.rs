@@ -62,6 +62,9 @@ pub struct Zygote {
     /// Children it keeps forked and waiting for a request.
     waiting: u32,
     live: tokio::sync::Mutex<Option<Live>>,
+    /// Under `basic`, the zygote's own (broad) sandbox: every child inherits its seccomp
+    /// filter, and adds a Landlock layer of its own function before loading it.
+    sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
 #[derive(Debug)]
@@ -92,8 +95,15 @@ impl Zygote {
     /// A zygote that will run `invoker --zygote WAITING` with `python` in `dir`, with `env`
     /// (the base environment; each child gets its own in full), keeping `waiting`
     /// children forked ahead of need.
-    pub fn new(python: PathBuf, invoker: PathBuf, dir: PathBuf, env: Vec<(String, OsString)>, waiting: u32) -> Self {
-        Self { python, invoker, dir, env, waiting, live: tokio::sync::Mutex::new(None) }
+    pub fn new(
+        python: PathBuf,
+        invoker: PathBuf,
+        dir: PathBuf,
+        env: Vec<(String, OsString)>,
+        waiting: u32,
+        sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    ) -> Self {
+        Self { python, invoker, dir, env, waiting, live: tokio::sync::Mutex::new(None), sandbox }
     }
 
     /// Starts the zygote unless it is running, so the first cold start finds it ready.
@@ -126,7 +136,7 @@ impl Zygote {
             cwd: self.dir.clone(),
             listen_fd: Some(OwnedFd::from(theirs)),
             stdin: false,
-            sandbox: None,
+            sandbox: self.sandbox.clone(),
         })
         .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
         let pid = child.id().unwrap_or(0);

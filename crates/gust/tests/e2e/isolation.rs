@@ -132,8 +132,11 @@ fn under_basic_hostile_functions_are_refused_in_every_runtime_and_the_server_kee
     );
     assert!(!g.data.join("planted").exists());
 
-    // Pooled runtimes start fresh under basic, and say why.
+    // Python still forks from the zygote, its child narrowed to its function; Node
+    // starts fresh under basic, and says why.
     let s = &g.describe("py")["scaling"][0];
+    assert_eq!(s["pooled_starts"], 1, "{s}");
+    let s = &g.describe("js")["scaling"][0];
     assert!(s["unpooled_reason"].as_str().unwrap().contains("basic"), "{s}");
     // The victim and the server are unharmed.
     assert_eq!(g.get("victim").text(), "secret sauce");
