@@ -366,7 +366,7 @@ pub struct AuthInfo {
 /// Isolation of instances.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Isolation {
-    /// The level in use, e.g. `process`.
+    /// The level in use: `none` or `basic`.
     pub level: String,
     /// The mechanisms applied to every instance.
     pub applied: Vec<String>,
