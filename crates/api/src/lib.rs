@@ -30,7 +30,8 @@ pub mod wire;
 
 pub use error::{Error, Problem, Result};
 pub use manifest::{
-    Backoff, DeliveryPolicy, FunctionAuth, FunctionSpec, Limits, Manifest, Protocol, Runtime, ScalePolicy, TriggerSpec,
+    Backoff, DeliveryPolicy, FunctionAuth, FunctionSpec, Limits, Manifest, Network, Protocol, Runtime, ScalePolicy,
+    TriggerSpec,
 };
 pub use name::{CallId, FunctionName, RevisionId};
 pub use route::{RouteMethod, RoutePattern, RouteSpec};

@@ -284,6 +284,10 @@ pub struct FunctionSpec {
     /// server's token (`auth = "token"`).
     #[serde(default)]
     pub auth: FunctionAuth,
+    /// Whether its instances may use TCP (`network = "none"`: no listening, no connecting,
+    /// enforced with isolation `basic`).
+    #[serde(default, skip_serializing_if = "Network::is_full")]
+    pub network: Network,
     /// Secrets (by name, see `gust secret create`) its instances may read, as files
     /// named after them in `$GUST_SECRETS`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -291,6 +295,24 @@ pub struct FunctionSpec {
     /// Environment variables set to a listed secret's value: variable → secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+}
+
+/// What network a function's instances get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Whatever the host gives gust.
+    #[default]
+    Full,
+    /// No TCP: binding and connecting are refused (a Lambda client still reaches its own
+    /// Runtime API).
+    None,
+}
+
+impl Network {
+    fn is_full(&self) -> bool {
+        *self == Network::Full
+    }
 }
 
 /// Who may call a function.
@@ -350,6 +372,14 @@ impl Manifest {
             }
             ok
         });
+        let network = match f.string("network", false).as_deref() {
+            None | Some("full") => Some(Network::Full),
+            Some("none") => Some(Network::None),
+            Some(other) => {
+                f.problem("network", format!("unknown `{other}`; expected \"full\" or \"none\""));
+                None
+            }
+        };
         let auth = match f.string("auth", false).as_deref() {
             None | Some("none") => Some(FunctionAuth::None),
             Some("token") => Some(FunctionAuth::Token),
@@ -553,6 +583,7 @@ impl Manifest {
                 input: input?,
                 output: output?,
                 auth: auth?,
+                network: network?,
                 secrets: secrets?,
                 secret_env: secret_env?,
             })
@@ -636,6 +667,9 @@ impl FunctionSpec {
         }
         if self.auth == FunctionAuth::Token {
             out.push_str("auth = \"token\"\n");
+        }
+        if self.network == Network::None {
+            out.push_str("network = \"none\"\n");
         }
         if !self.secrets.is_empty() {
             let names: Vec<String> = self.secrets.iter().map(|s| toml_str(s)).collect();

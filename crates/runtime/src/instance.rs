@@ -305,7 +305,7 @@ impl Instance {
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
             secrets.write_files(&scratch)?;
-            let sandbox = sandbox_for(ctx, revision, &dir)?;
+            let sandbox = sandbox_for(ctx, revision, &dir, None)?;
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
@@ -349,7 +349,8 @@ impl Instance {
             make_dir()?;
             secrets.write_files(&scratch)?;
         }
-        let sandbox = sandbox_for(ctx, revision, &dir)?;
+        let runtime_api = lambda_api.as_ref().map(|(bridge, _)| bridge.port());
+        let sandbox = sandbox_for(ctx, revision, &dir, runtime_api)?;
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -459,7 +460,7 @@ impl Instance {
         let launched = match (spared, &ctx.zygote, spec.runtime) {
             (Some(spared), _, _) => Ok(spared),
             (None, Some(zygote), Runtime::Python | Runtime::LambdaPython) if poolable => {
-                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir)).await
+                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir, runtime_api)).await
             }
             _ => Launched::spawned(launch),
         }
@@ -858,17 +859,37 @@ pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> V
 /// revision's code; write its own directory (scratch and socket) and its own slice of the
 /// bytecode cache. Everything else of the data directory — the database, the token,
 /// other functions' code, scratch and cache — is out of reach.
-fn sandbox_for(ctx: &Context, revision: &Revision, dir: &Path) -> Result<Option<Arc<crate::sandbox::Sandbox>>> {
+fn sandbox_for(
+    ctx: &Context,
+    revision: &Revision,
+    dir: &Path,
+    runtime_api: Option<u16>,
+) -> Result<Option<Arc<crate::sandbox::Sandbox>>> {
     if ctx.isolation != crate::isolation::Level::Basic {
+        if revision.spec.network == gust_api::Network::None {
+            return Err(Error::StartFailed {
+                function: revision.spec.name.to_string(),
+                detail: "network = \"none\" is enforced only with `gust up --isolation basic`".to_owned(),
+            });
+        }
         return Ok(None);
     }
     let (read, write) = sandbox_paths(ctx, revision, dir);
     let paths = crate::sandbox::Paths {
         read: read.iter().map(PathBuf::as_path).collect(),
         write: write.iter().map(PathBuf::as_path).collect(),
+        tcp_only_to: tcp_only_to(revision, runtime_api),
     };
-    let sandbox = crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the sandbox", dir))?;
+    let sandbox = crate::sandbox::Sandbox::new(&paths).map_err(|e| Error::StartFailed {
+        function: revision.spec.name.to_string(),
+        detail: format!("cannot build its sandbox: {e}"),
+    })?;
     Ok(Some(Arc::new(sandbox)))
+}
+
+/// For `network = "none"`: the TCP ports it may still connect to (its Runtime API).
+fn tcp_only_to(revision: &Revision, runtime_api: Option<u16>) -> Option<Vec<u16>> {
+    (revision.spec.network == gust_api::Network::None).then(|| runtime_api.into_iter().collect())
 }
 
 /// What every sandbox lets be read: the system and the interpreters' installations.
@@ -914,18 +935,25 @@ pub(crate) fn zygote_sandbox(
     let paths = crate::sandbox::Paths {
         read: read.iter().map(PathBuf::as_path).collect(),
         write: write.iter().map(PathBuf::as_path).collect(),
+        tcp_only_to: None,
     };
     crate::sandbox::Sandbox::new(&paths).map_err(Error::io("build the zygote's sandbox", run))
 }
 
-/// `GUST_SANDBOX_READ` and `GUST_SANDBOX_WRITE` for a zygote child under `basic`.
-fn sandbox_env(ctx: &Context, revision: &Revision, dir: &Path) -> Vec<(String, OsString)> {
+/// `GUST_SANDBOX_READ`, `GUST_SANDBOX_WRITE` (and, for `network = "none"`,
+/// `GUST_SANDBOX_TCP`: the ports it may connect to) for a zygote child under `basic`.
+fn sandbox_env(ctx: &Context, revision: &Revision, dir: &Path, runtime_api: Option<u16>) -> Vec<(String, OsString)> {
     if ctx.isolation != crate::isolation::Level::Basic {
         return Vec::new();
     }
     let (read, write) = sandbox_paths(ctx, revision, dir);
     let join = |paths: Vec<PathBuf>| std::env::join_paths(paths).unwrap_or_default();
-    vec![("GUST_SANDBOX_READ".into(), join(read)), ("GUST_SANDBOX_WRITE".into(), join(write))]
+    let mut env = vec![("GUST_SANDBOX_READ".into(), join(read)), ("GUST_SANDBOX_WRITE".into(), join(write))];
+    if let Some(ports) = tcp_only_to(revision, runtime_api) {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        env.push(("GUST_SANDBOX_TCP".into(), ports.join(",").into()));
+    }
+    env
 }
 
 /// The interpreters' directories, put first on instances' `PATH` so `python3` or `node`

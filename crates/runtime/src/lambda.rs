@@ -119,6 +119,11 @@ impl Bridge {
         Ok((bridge, listener))
     }
 
+    /// The loopback port it serves on.
+    pub(crate) fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
     pub(crate) fn address(&self) -> String {
         self.addr.to_string()

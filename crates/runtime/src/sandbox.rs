@@ -34,6 +34,16 @@ struct RulesetAttr {
     scoped: u64,
 }
 
+const BIND_TCP: u64 = 1 << 0;
+const CONNECT_TCP: u64 = 1 << 1;
+const RULE_NET_PORT: libc::c_long = 2;
+
+#[repr(C)]
+struct NetPort {
+    allowed_access: u64,
+    port: u64,
+}
+
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
 const SCOPE_SIGNAL: u64 = 1 << 1;
 /// The size of the ABI-1 attribute (`handled_access_fs` only).
@@ -78,6 +88,8 @@ pub struct Paths<'a> {
     pub read: Vec<&'a Path>,
     /// Readable, writable, and where it may create and remove.
     pub write: Vec<&'a Path>,
+    /// `Some` for `network = "none"`: no TCP bind, no TCP connect but to these ports.
+    pub tcp_only_to: Option<Vec<u16>>,
 }
 
 impl Sandbox {
@@ -96,12 +108,24 @@ impl Sandbox {
         }
         // From ABI 6 a process in the sandbox cannot signal, nor connect to the abstract
         // Unix sockets of, processes outside it (other instances, gust).
+        let net = match &paths.tcp_only_to {
+            Some(_) if abi < 4 => {
+                return Err(std::io::Error::other(format!(
+                    "network = \"none\" needs Landlock ABI 4 (Linux 6.7); this kernel has {abi}"
+                )));
+            }
+            Some(_) => BIND_TCP | CONNECT_TCP,
+            None => 0,
+        };
         let (scoped, size) = if abi >= 6 {
             (SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET, std::mem::size_of::<RulesetAttr>())
+        } else if net != 0 {
+            // ABI 4–5: the net field, no scope field.
+            (0, 16)
         } else {
             (0, ATTR_V1)
         };
-        let attr = RulesetAttr { handled_access_fs: handled, handled_access_net: 0, scoped };
+        let attr = RulesetAttr { handled_access_fs: handled, handled_access_net: net, scoped };
         // SAFETY: `attr` is a valid ruleset attribute of the size passed.
         let fd = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0u32) };
         let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0).ok_or_else(std::io::Error::last_os_error)?;
@@ -111,6 +135,22 @@ impl Sandbox {
             paths.read.iter().map(|p| (*p, READ_ONLY)).chain(paths.write.iter().map(|p| (*p, handled)))
         {
             add_rule(&ruleset, path, rights & handled)?;
+        }
+        for port in paths.tcp_only_to.iter().flatten() {
+            let rule = NetPort { allowed_access: CONNECT_TCP, port: u64::from(*port) };
+            // SAFETY: `rule` is a valid net-port attribute.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset.as_raw_fd(),
+                    RULE_NET_PORT,
+                    &rule as *const NetPort,
+                    0u32,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         Ok(Self { ruleset, filter: seccomp_filter() })
     }

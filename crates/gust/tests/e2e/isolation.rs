@@ -160,3 +160,61 @@ fn the_default_level_is_reported_and_an_unknown_or_unbuilt_one_is_refused() {
         );
     }
 }
+
+/// Tries to listen on a TCP port and to connect to gust's; reports each outcome.
+const PY_NET: &str = r#"import socket
+def handle(e, c):
+    out = {}
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1); out["listen"] = "ok"
+    except OSError as ex:
+        out["listen"] = type(ex).__name__
+    try:
+        s = socket.create_connection(("127.0.0.1", int(e.body)), timeout=5); out["connect"] = "ok"
+    except OSError as ex:
+        out["connect"] = type(ex).__name__
+    return out
+"#;
+
+#[test]
+fn with_network_none_a_function_can_neither_listen_nor_connect_but_a_lambda_reaches_its_runtime_api() {
+    let g = gust_env(&[("GUST_ISOLATION", "basic")]);
+    let port = g.url.rsplit(':').next().unwrap().to_owned();
+    g.deploy("open", &[("gust.toml", &manifest("open", "python", "")), ("handler.py", PY_NET)]);
+    assert_eq!(g.post("open", &port).json(), serde_json::json!({"listen": "ok", "connect": "ok"}));
+    g.deploy("closed", &[("gust.toml", &manifest("closed", "python", "network = \"none\"")), ("handler.py", PY_NET)]);
+    let r = g.post("closed", &port);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"listen": "PermissionError", "connect": "PermissionError"}),
+        "{}",
+        r.text()
+    );
+    let js = "const net = require('net');\nmodule.exports = (port) => new Promise((resolve) => {\n  const srv = net.createServer();\n  srv.on('error', (e) => resolve({ listen: e.code }));\n  srv.listen(0, '127.0.0.1', () => { srv.close(); resolve({ listen: 'ok' }); });\n});\n";
+    g.deploy("jsnet", &[("gust.toml", &manifest("jsnet", "node", "network = \"none\"")), ("handler.js", js)]);
+    assert_eq!(g.post("jsnet", &port).json(), serde_json::json!({"listen": "EACCES"}));
+    // A Lambda client keeps its own Runtime API (and nothing else).
+    let lp = "import socket\ndef handler(event, context):\n    try:\n        socket.create_connection(('127.0.0.1', int(event['port'])), timeout=5)\n        return 'reached'\n    except OSError as e:\n        return type(e).__name__\n";
+    g.deploy(
+        "lnet",
+        &[
+            ("gust.toml", &manifest("lnet", "lambda-python", "handler = \"app.handler\"\nnetwork = \"none\"")),
+            ("app.py", lp),
+        ],
+    );
+    let r = g.call("POST", "/2015-03-31/functions/lnet/invocations", format!("{{\"port\": {port}}}").as_bytes(), &[]);
+    assert_eq!(r.json(), "PermissionError", "{}", r.text());
+    // At level none the setting cannot be honoured, so the deploy says so.
+    let plain = gust();
+    let dir = plain.function(
+        "closed",
+        &[("gust.toml", &manifest("closed", "python", "network = \"none\"")), ("handler.py", PY_NET)],
+    );
+    let out = plain.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--isolation basic"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -474,11 +474,13 @@ def _become(request, fds):
     time.tzset()
     read = os.environ.pop("GUST_SANDBOX_READ", None)
     write = os.environ.pop("GUST_SANDBOX_WRITE", None)
+    tcp = os.environ.pop("GUST_SANDBOX_TCP", None)
     if read is not None:
         # Isolation `basic`: narrow the zygote's sandbox to this function before any of
         # its code runs. Unsandboxed is not an option: failing to, the child exits.
         try:
-            _landlock(read.split(":"), (write or "").split(":"))
+            ports = None if tcp is None else [int(p) for p in tcp.split(",") if p]
+            _landlock(read.split(":"), (write or "").split(":"), ports)
         except Exception as e:
             sys.stderr.write("gust: could not enter the instance's sandbox: %s\n" % e)
             sys.stderr.flush()
@@ -486,9 +488,10 @@ def _become(request, fds):
     main()
 
 
-def _landlock(read, write):
+def _landlock(read, write, tcp_ports=None):
     """Adds a Landlock layer: `read` paths readable and executable, `write` paths fully
-    usable, nothing else; from ABI 6 also no signals or abstract sockets outside it. The
+    usable, nothing else; from ABI 6 also no signals or abstract sockets outside it; with
+    `tcp_ports` (network = "none") no TCP bind and no TCP connect but to those ports. The
     zygote's seccomp filter and no_new_privs are inherited already."""
     import ctypes
     import stat
@@ -516,8 +519,17 @@ def _landlock(read, write):
         _pack_ = 1
         _fields_ = [("access", ctypes.c_uint64), ("fd", ctypes.c_int32)]
 
-    attr = Attr(handled, 0, 3 if abi >= 6 else 0)
-    size = ctypes.sizeof(Attr) if abi >= 6 else 8
+    net = 0
+    if tcp_ports is not None:
+        if abi < 4:
+            raise OSError("network = none needs Landlock ABI 4, this kernel has %d" % abi)
+        net = 1 | 2
+
+    class Port(ctypes.Structure):
+        _fields_ = [("access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+    attr = Attr(handled, net, 3 if abi >= 6 else 0)
+    size = ctypes.sizeof(Attr) if abi >= 6 else (16 if net else 8)
     ruleset = check(libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint(0)), "ruleset")
     read_only, file_rights = 1 | 4 | 8, 1 | 2 | 4 | (1 << 14)
     try:
@@ -533,6 +545,9 @@ def _landlock(read, write):
                 check(libc.syscall(add, ruleset, ctypes.c_long(1), ctypes.byref(rule), ctypes.c_uint(0)), path)
             finally:
                 os.close(fd)
+        for port in tcp_ports or ():
+            rule = Port(2, port)
+            check(libc.syscall(add, ruleset, ctypes.c_long(2), ctypes.byref(rule), ctypes.c_uint(0)), "port %d" % port)
         check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")
         check(libc.syscall(restrict, ruleset, ctypes.c_uint(0)), "restrict")
     finally:
