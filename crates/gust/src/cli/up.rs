@@ -91,8 +91,8 @@ pub(crate) struct Up {
     #[arg(long, env = "GUST_LOG_CALL_MAX", default_value = "1Mi")]
     log_call_max: String,
     /// How instances are confined: `none` (process hygiene only) or `basic` (also a
-    /// Landlock ruleset and a seccomp filter per instance; the warm pools are then not
-    /// used). `isolated` (namespaces, cgroups) is not built yet.
+    /// Landlock ruleset and a seccomp filter per instance; Node's waiting processes are
+    /// then not used). `isolated` (namespaces, cgroups) is not built yet.
     #[arg(long, env = "GUST_ISOLATION", default_value = "none")]
     isolation: String,
     /// Write the bound address here once ready (useful with port 0).
@@ -117,7 +117,7 @@ impl Up {
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
         let pools = match config.isolation {
-            gust_server::config::IsolationLevel::Basic => gust_server::config::WarmPools::OFF,
+            gust_server::config::IsolationLevel::Basic => gust_server::config::WarmPools { node: 0, ..config.pools },
             gust_server::config::IsolationLevel::None => config.pools,
         };
         println!(
