@@ -119,31 +119,9 @@ fn to_object(map: BTreeMap<String, String>) -> Value {
 fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
     q.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
+        let decode = |t: &str| crate::route::percent_decode(&t.replace('+', " "));
+        (decode(k), decode(v))
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                (Some(h), Some(l)) => {
-                    // Two hex digits are below 256.
-                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `12/Mar/2020:19:03:58 +0000`, the access-log time API Gateway puts in `time`.

@@ -3,8 +3,6 @@
 //! function's calls and redrives or purges its dead letters. Delivery is
 //! [`crate::dispatch`]'s.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use gust_api::CallId;
 use gust_api::wire::{AsyncAccepted, CallAnswer, CallRecord, DlqAnswer, DlqRequest, base64};
 use gust_runtime::Body;
@@ -202,9 +200,7 @@ pub async fn dead_letters(gw: &Gateway, function: &str, req: Request<Incoming>, 
 
 /// A stored call as the API shows it.
 pub(crate) fn record(c: &StoredCall) -> CallRecord {
-    let when = |ms: i64| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string()
-    };
+    let when = crate::rfc3339_ms;
     CallRecord {
         id: c.call.id.to_string(),
         function: c.call.function.clone(),

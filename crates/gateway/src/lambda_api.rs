@@ -56,16 +56,22 @@ impl ApiError {
 
     /// gust's own errors, in the Lambda exceptions an SDK user knows.
     fn from_gateway(e: &Error) -> Self {
-        let status = e.status();
-        let (status, kind) = match status.as_u16() {
-            404 => (status, "ResourceNotFoundException"),
-            413 => (status, "RequestTooLargeException"),
-            429 => (status, "TooManyRequestsException"),
-            503 if matches!(e, Error::NotReady { .. }) => (StatusCode::BAD_GATEWAY, "ResourceNotReadyException"),
-            400 => (status, "InvalidRequestContentException"),
-            _ => (status, "ServiceException"),
+        if matches!(e, Error::NotReady { .. }) {
+            return Self::new(StatusCode::BAD_GATEWAY, "ResourceNotReadyException", e.to_string());
+        }
+        Self::of_status(e.status(), e.to_string())
+    }
+
+    /// A refusal with `status`, named as Lambda names it.
+    fn of_status(status: StatusCode, message: String) -> Self {
+        let kind = match status.as_u16() {
+            400 => "InvalidRequestContentException",
+            404 => "ResourceNotFoundException",
+            413 => "RequestTooLargeException",
+            429 => "TooManyRequestsException",
+            _ => "ServiceException",
         };
-        Self::new(status, kind, e.to_string())
+        Self::new(status, kind, message)
     }
 }
 
@@ -227,15 +233,8 @@ async fn sync(
                 504 => "Sandbox.Timedout",
                 502 => "Runtime.ExitError",
                 _ => {
-                    return Err(ApiError::new(
-                        StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        match failure.status {
-                            429 => "TooManyRequestsException",
-                            413 => "RequestTooLargeException",
-                            _ => "ServiceException",
-                        },
-                        e.clone(),
-                    ));
+                    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Err(ApiError::of_status(status, e.clone()));
                 }
             };
             let doc = gust_api::lambda::FunctionError {

@@ -43,6 +43,12 @@ pub use error::{Error, Result};
 pub use registry::Registry;
 pub use server::{Gateway, GatewayConfig, serve};
 
+/// A store time (ms since the epoch) as RFC 3339 with milliseconds, as the API shows it.
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    let since = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since).to_string()
+}
+
 /// Milliseconds since the epoch, as the store records times.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,8 +1,6 @@
 //! `/api/v1/secrets`: create, replace, list and delete secrets. A value goes in as the
 //! raw request body and never comes out: listings carry names, times and users only.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use gust_api::FunctionName;
 use gust_api::wire::SecretRecord;
 use gust_runtime::Body;
@@ -26,10 +24,6 @@ fn users(gw: &Gateway, name: &str) -> Vec<String> {
     out
 }
 
-fn when(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string()
-}
-
 /// `GET /api/v1/secrets`.
 ///
 /// # Errors
@@ -41,8 +35,8 @@ pub async fn list(gw: &Gateway) -> Result<Response<Body>> {
         .map(|s| SecretRecord {
             used_by: users(gw, &s.name),
             name: s.name,
-            created_at: when(s.created_ms),
-            updated_at: when(s.updated_ms),
+            created_at: crate::rfc3339_ms(s.created_ms),
+            updated_at: crate::rfc3339_ms(s.updated_ms),
         })
         .collect();
     Ok(json(StatusCode::OK, &rows))

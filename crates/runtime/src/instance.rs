@@ -301,6 +301,13 @@ impl Instance {
         let scratch = dir.join("scratch");
         let make_dir = || std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch));
         let (dead_tx, dead_rx) = watch::channel(false);
+        if spec.network == gust_api::Network::None && ctx.isolation != crate::isolation::Level::Basic {
+            // Running it with the network it asked not to have would be worse than not.
+            return Err(Error::StartFailed {
+                function: spec.name.to_string(),
+                detail: "network = \"none\" is enforced only with `gust up --isolation basic`".to_owned(),
+            });
+        }
         let secrets = crate::secrets::Secrets::load(ctx.secrets.as_ref(), spec, &scratch).await?;
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
@@ -350,7 +357,13 @@ impl Instance {
             secrets.write_files(&scratch)?;
         }
         let runtime_api = lambda_api.as_ref().map(|(bridge, _)| bridge.port());
-        let sandbox = sandbox_for(ctx, revision, &dir, runtime_api)?;
+        // A zygote child enters its sandbox itself (from `sandbox_env`); only a process
+        // gust spawns gets a prepared one, so the fork path builds none it would not use.
+        let forks = spared.is_none()
+            && ctx.zygote.is_some()
+            && matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython)
+            && poolable;
+        let sandbox = if forks { None } else { sandbox_for(ctx, revision, &dir, runtime_api)? };
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -432,7 +445,8 @@ impl Instance {
                             runtime: spec.runtime.to_string(),
                             detail: ctx.interpreters.node.detail.clone(),
                         })?;
-                        (node, vec![ctx.invokers_dir.join("lambda.js").into()])
+                        // node.js runs its Lambda client (lambda.js) when the Runtime API is set.
+                        (node, vec![ctx.invokers_dir.join("node.js").into()])
                     }
                     _ => (revision.code_dir.join("bootstrap"), Vec::new()),
                 };
@@ -457,10 +471,11 @@ impl Instance {
             stdin: false,
             sandbox,
         };
-        let launched = match (spared, &ctx.zygote, spec.runtime) {
-            (Some(spared), _, _) => Ok(spared),
-            (None, Some(zygote), Runtime::Python | Runtime::LambdaPython) if poolable => {
-                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir, runtime_api)).await
+        let launched = match (spared, &ctx.zygote) {
+            (Some(spared), _) => Ok(spared),
+            (None, Some(zygote)) if forks => {
+                let fallback = || sandbox_for(ctx, revision, &dir, runtime_api).map_err(std::io::Error::other);
+                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir, runtime_api), fallback).await
             }
             _ => Launched::spawned(launch),
         }
@@ -550,13 +565,16 @@ impl Instance {
     }
 
     /// Forks the instance from the zygote; if that fails, starts it fresh (and says why).
-    /// `child_env` goes to the zygote child only (it tells it the sandbox to enter).
+    /// `child_env` goes to the zygote child only (it tells it the sandbox to enter); a
+    /// fresh start instead gets the sandbox `fallback` builds.
     async fn fork_or_spawn(
         zygote: &crate::zygote::Zygote,
         mut launch: Launch,
         child_env: Vec<(String, OsString)>,
+        fallback: impl FnOnce() -> std::io::Result<Option<Arc<crate::sandbox::Sandbox>>>,
     ) -> std::io::Result<Launched> {
         let Some(listener) = launch.listen_fd.as_ref().map(OwnedFd::try_clone).transpose()? else {
+            launch.sandbox = fallback()?;
             return Launched::spawned(launch);
         };
         let mut env = launch.env.clone();
@@ -568,6 +586,7 @@ impl Instance {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "zygote fork failed; starting the instance fresh");
+                launch.sandbox = fallback()?;
                 Launched::spawned(launch)
             }
         }
@@ -866,12 +885,6 @@ fn sandbox_for(
     runtime_api: Option<u16>,
 ) -> Result<Option<Arc<crate::sandbox::Sandbox>>> {
     if ctx.isolation != crate::isolation::Level::Basic {
-        if revision.spec.network == gust_api::Network::None {
-            return Err(Error::StartFailed {
-                function: revision.spec.name.to_string(),
-                detail: "network = \"none\" is enforced only with `gust up --isolation basic`".to_owned(),
-            });
-        }
         return Ok(None);
     }
     let (read, write) = sandbox_paths(ctx, revision, dir);

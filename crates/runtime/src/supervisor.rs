@@ -73,6 +73,16 @@ impl WarmPools {
     /// Every pool off.
     pub const OFF: Self = Self { python: 0, node: 0 };
 
+    /// The pools that run at isolation `level`: under `basic` Node's waiting processes
+    /// are not used (they cannot narrow their own sandbox to one function); the Python
+    /// zygote's children narrow theirs.
+    pub fn under(self, level: crate::isolation::Level) -> Self {
+        match level {
+            crate::isolation::Level::Basic => Self { node: 0, ..self },
+            crate::isolation::Level::None => self,
+        }
+    }
+
     /// The default size of each pool: one waiting process per core, at most four. A
     /// burst of cold starts beyond that forks (Python) or starts fresh (Node) while the
     /// pool refills. A waiting Node process holds about 40 MB; a waiting Python child
@@ -128,11 +138,9 @@ impl Supervisor {
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
-        // Under `basic` Node spares are not used (they cannot narrow their own sandbox to
-        // one function yet); the Python zygote runs in a broad sandbox and each child
-        // narrows it to its function.
+        // Under `basic` the zygote runs in a broad sandbox that each child narrows.
         let basic = config.isolation == crate::isolation::Level::Basic;
-        let pools = if basic { WarmPools { node: 0, ..config.pools } } else { config.pools };
+        let pools = config.pools.under(config.isolation);
         let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");

@@ -78,14 +78,11 @@ impl Logout {
 }
 
 fn local_token_file() -> anyhow::Result<PathBuf> {
-    let data = match std::env::var_os("GUST_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => match std::env::var_os("HOME") {
-            Some(h) => PathBuf::from(h).join(".local/share/gust"),
-            None => bail!("HOME is not set: pass --token-file or --token-stdin"),
-        },
-    };
-    Ok(data.join("token"))
+    let data = std::env::var_os("GUST_DATA").map(PathBuf::from).or_else(super::up::default_data_dir);
+    match data {
+        Some(d) => Ok(d.join("token")),
+        None => bail!("HOME is not set: pass --token-file or --token-stdin"),
+    }
 }
 
 fn credentials_path() -> Option<PathBuf> {

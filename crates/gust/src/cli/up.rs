@@ -116,10 +116,7 @@ impl Up {
             );
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
-        let pools = match config.isolation {
-            gust_server::config::IsolationLevel::Basic => gust_server::config::WarmPools { node: 0, ..config.pools },
-            gust_server::config::IsolationLevel::None => config.pools,
-        };
+        let pools = config.pools.under(config.isolation);
         println!(
             "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
             pools.python, pools.node
@@ -197,15 +194,12 @@ impl Up {
         let outbound = gust_server::config::OutboundPolicy::parse(&self.outbound_allow)
             .map_err(|e| problems.push(format!("--outbound-allow: {e}")))
             .unwrap_or_default();
-        let data = match &self.data {
-            Some(d) => d.clone(),
-            None => match std::env::var_os("HOME") {
-                Some(home) => PathBuf::from(home).join(".local/share/gust"),
-                None => {
-                    problems.push("HOME is not set: pass --data or GUST_DATA".to_owned());
-                    PathBuf::new()
-                }
-            },
+        let data = match self.data.clone().or_else(default_data_dir) {
+            Some(d) => d,
+            None => {
+                problems.push("HOME is not set: pass --data or GUST_DATA".to_owned());
+                PathBuf::new()
+            }
         };
         if !problems.is_empty() {
             return Err(UsageError(problems.join("\n")).into());
@@ -248,6 +242,11 @@ fn gust_gateway_config(
 ) -> gust_server::config::GatewayConfig {
     let domain = domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
     gust_server::config::GatewayConfig { max_upload, domain, retention, ..Default::default() }
+}
+
+/// `~/.local/share/gust`, where `gust up` keeps its data unless told otherwise.
+pub(crate) fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/gust"))
 }
 
 /// More waiting processes than this is a typo, not a plan (a Node one holds ~40 MB).

@@ -5,7 +5,8 @@
 // handlers and callback handlers; the same context; errors posted as {errorType,
 // errorMessage, trace}; init failures as Runtime.ImportModuleError,
 // Runtime.HandlerNotFound or Runtime.UserCodeSyntaxError; console lines as
-// `<time>\t<request id>\t<LEVEL>\t<message>`.
+// `<time>\t<request id>\t<LEVEL>\t<message>`. node.js runs it (`run`) when the Runtime
+// API is set, so output is tagged the way every Node instance's is.
 'use strict';
 const http = require('http');
 const path = require('path');
@@ -22,33 +23,10 @@ const concurrency = Math.max(1, Number(process.env.AWS_LAMBDA_MAX_CONCURRENCY ||
 const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
 const API = '/2018-06-01/runtime';
 
-// The request id of the invocation in progress, for console lines and gust's log tags;
-// AsyncLocalStorage keeps it right across awaits and concurrent invocations.
-const { AsyncLocalStorage } = require('async_hooks');
-const current = new AsyncLocalStorage();
-const currentId = () => current.getStore() || '';
-
-for (const stream of [process.stdout, process.stderr]) {
-  const write = stream.write.bind(stream);
-  let atStart = true;
-  stream.write = (chunk, encoding, cb) => {
-    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-    const requestId = currentId();
-    if (!requestId) {
-      if (text.length) atStart = text.endsWith('\n');
-      return write(chunk, encoding, cb);
-    }
-    const tag = '\x1f' + requestId + '\x1f';
-    let out = '';
-    for (const piece of text.split(/(?<=\n)/)) {
-      if (!piece) continue;
-      if (atStart) out += tag;
-      out += piece;
-      atStart = piece.endsWith('\n');
-    }
-    return write(out, typeof encoding === 'function' ? encoding : 'utf8', typeof encoding === 'function' ? undefined : cb);
-  };
-}
+// The request id of the invocation in progress, for console lines and gust's log tags:
+// node.js's AsyncLocalStorage (which its output tagging reads), handed over by `run`.
+let current = null;
+const currentId = () => (current && current.getStore()) || '';
 
 for (const [method, level] of [['log', 'INFO'], ['info', 'INFO'], ['debug', 'DEBUG'], ['warn', 'WARN'], ['error', 'ERROR'], ['trace', 'TRACE']]) {
   console[method] = (...args) => {
@@ -242,4 +220,8 @@ async function answer(fn, id, next) {
   }
 }
 
-main();
+/** Runs the client; `storage` is node.js's AsyncLocalStorage of the current call id. */
+exports.run = (storage) => {
+  current = storage;
+  main();
+};

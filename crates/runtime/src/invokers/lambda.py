@@ -102,20 +102,11 @@ class Client:
                     raise
 
     def _read(self):
-        head = self.conn.read_head()
-        if head is None:
+        message = self.conn.read_message()
+        if message is None:
             raise EOFError("the Runtime API closed the connection")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self.conn.read_chunked()
-        else:
-            body = self.conn.read_exact(int(headers.get("content-length", "0") or 0))
-        return status, headers, body
+        first, headers, body = message
+        return int(first.split(" ", 2)[1]), headers, body
 
     def close(self):
         if self.conn is not None:

@@ -216,7 +216,7 @@ function spare() {
     if (process.env.AWS_LAMBDA_RUNTIME_API) {
       // A lambda-node instance: its client pulls calls from the Runtime API instead.
       server.close();
-      require(path.join(__dirname, 'lambda.js'));
+      require(path.join(__dirname, 'lambda.js')).run(current);
       return;
     }
     become(load());
@@ -227,6 +227,9 @@ function spare() {
 
 if (process.argv[2] === '--generic') {
   spare();
+} else if (process.env.AWS_LAMBDA_RUNTIME_API) {
+  // A lambda-node instance: its client pulls calls from the Runtime API instead.
+  require(path.join(__dirname, 'lambda.js')).run(current);
 } else {
   load().then(serve);
 }

@@ -247,6 +247,23 @@ class Conn:
             if not self.fill():
                 raise EOFError("connection closed mid-body")
 
+    def read_message(self):
+        """One HTTP/1.1 message (a request, or a response to the Lambda client): its first
+        line, its headers with lowercase names, and its body; None when the peer closed."""
+        head = self.read_head()
+        if head is None:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self.read_chunked()
+        else:
+            body = self.read_exact(int(headers.get("content-length", "0") or 0))
+        return lines[0], headers, body
+
     def read_chunked(self):
         parts = []
         while True:
@@ -263,19 +280,11 @@ def serve_conn(sock, fn, full):
     c = Conn(sock)
     try:
         while True:
-            head = c.read_head()
-            if head is None:
+            message = c.read_message()
+            if message is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _version = lines[0].split(" ", 2)
-            headers = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                headers[k.strip().lower()] = v.strip()
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                raw = c.read_chunked()
-            else:
-                raw = c.read_exact(int(headers.get("content-length", "0") or 0))
+            first, headers, raw = message
+            method, target, _version = first.split(" ", 2)
             path, _, query = target.partition("?")
             keep = headers.get("connection", "").lower() != "close"
             if "x-gust-probe" in headers:
