@@ -13,6 +13,11 @@
 //! gateway and directly on its socket; the difference is the gateway's cost. A manifest
 //! names an executable but no arguments, so, busybox-style, the binary also serves when
 //! it is started under the name `noop-server`.
+//!
+//! `gust-loadgen proxy` is the floor the gateway is held against: the plainest hyper
+//! reverse proxy, TCP in, Unix socket out, keep-alive connections pooled, on a
+//! multi-threaded runtime like gust's, and nothing else (no routing, limits, records
+//! or scaling). What gust costs beyond it is what gust's own work costs.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,6 +42,15 @@ enum Command {
     Run(RunArgs),
     /// Serve an empty 200 to every request on $GUST_SOCKET, else 127.0.0.1:$PORT.
     Serve,
+    /// Forward every request on 127.0.0.1:PORT to a server on a Unix socket, and nothing else.
+    Proxy {
+        /// TCP port to listen on, on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// The Unix socket of the server behind it.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -86,12 +100,17 @@ fn main() -> anyhow::Result<()> {
         .and_then(|a| PathBuf::from(a).file_name().map(|n| n == "noop-server"))
         .unwrap_or(false);
     let cli = if as_server { Cli { command: Command::Serve } } else { Cli::parse() };
+    if let Command::Proxy { port, to } = cli.command {
+        // As many worker threads as cores, as gust's runtime has.
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return rt.block_on(proxy(port, to));
+    }
     // One thread: on a small machine the generator should not take every core from the
     // server it measures.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Run(args) => rt.block_on(run(args)),
-        Command::Serve => rt.block_on(serve()),
+        Command::Serve | Command::Proxy { .. } => rt.block_on(serve()),
     }
 }
 
@@ -257,6 +276,45 @@ async fn serve() -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
+        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+    }
+}
+
+type Upstream = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+
+/// The plainest reverse proxy: each request takes an idle upstream connection (or opens
+/// one), sends the request as it came, and streams the answer back; the connection goes
+/// back to the pool at once, and its next user waits until this answer has ended.
+async fn proxy(port: u16, to: PathBuf) -> anyhow::Result<()> {
+    let idle: std::sync::Arc<std::sync::Mutex<Vec<Upstream>>> = std::sync::Arc::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (idle, to) = (idle.clone(), to.clone());
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (idle, to) = (idle.clone(), to.clone());
+            async move {
+                let kept = idle.lock().map_err(|_| anyhow::anyhow!("pool poisoned"))?.pop();
+                let ready = match kept {
+                    Some(mut c) => c.ready().await.is_ok().then_some(c),
+                    None => None,
+                };
+                let mut conn = match ready {
+                    Some(c) => c,
+                    None => {
+                        let s = tokio::net::UnixStream::connect(&to).await?;
+                        let (c, driver) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+                        tokio::spawn(driver);
+                        c
+                    }
+                };
+                let resp = conn.send_request(req).await?;
+                // The next user waits in ready() for this answer's body to end.
+                idle.lock().map_err(|_| anyhow::anyhow!("pool poisoned"))?.push(conn);
+                Ok::<_, anyhow::Error>(resp)
+            }
+        });
         tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
     }
 }

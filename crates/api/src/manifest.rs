@@ -130,8 +130,18 @@ pub struct Limits {
     /// One call, from arrival to the last byte of the response. Default 60 s.
     #[serde(with = "duration_text")]
     pub timeout: Duration,
-    /// Memory an instance may use, in bytes; enforced where the host's isolation allows.
+    /// Memory an instance may use, in bytes; enforced at isolation `isolated` (its
+    /// cgroup), where the default is 512 MiB.
     pub memory: Option<u64>,
+    /// CPU an instance may use, in thousandths of a core (`cpu = "500m"`, `"2"` or
+    /// `0.5`, as Kubernetes writes it); enforced at isolation `isolated`, where the
+    /// default is one core.
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Processes and threads an instance may run at once; enforced at isolation
+    /// `isolated`, where the default is 256.
+    #[serde(default)]
+    pub processes: Option<u32>,
     /// The largest request body accepted, in bytes. Default 6 MiB (as AWS Lambda).
     pub max_body: u64,
     /// How long a deploy's build (dependencies and the `build` command) may run. Default 10 min.
@@ -446,6 +456,8 @@ impl Manifest {
         if let Some(m) = memory {
             lf.check(m >= 16 << 20, "memory", "must be at least 16Mi");
         }
+        let cpu = lf.cpu("cpu");
+        let processes = lf.optional_int("processes", 8, 1 << 20);
         let max_body = lf
             .bytes("max_body")
             .or(Some(6 << 20))
@@ -558,7 +570,14 @@ impl Manifest {
                 handler: handler?,
                 protocol: protocol?,
                 env: env?,
-                limits: Limits { timeout: timeout?, memory, max_body: max_body?, build_timeout: build_timeout? },
+                limits: Limits {
+                    timeout: timeout?,
+                    memory,
+                    cpu: cpu?,
+                    processes: processes?,
+                    max_body: max_body?,
+                    build_timeout: build_timeout?,
+                },
                 scale: ScalePolicy {
                     concurrency: concurrency?,
                     min: min?,
@@ -698,6 +717,12 @@ impl FunctionSpec {
         out.push_str(&format!("\n[limits]\ntimeout = \"{}\"\n", format_duration(self.limits.timeout)));
         if let Some(m) = self.limits.memory {
             out.push_str(&format!("memory = \"{}\"\n", format_bytes(m)));
+        }
+        if let Some(c) = self.limits.cpu {
+            out.push_str(&format!("cpu = \"{c}m\"\n"));
+        }
+        if let Some(p) = self.limits.processes {
+            out.push_str(&format!("processes = {p}\n"));
         }
         out.push_str(&format!("max_body = \"{}\"\n", format_bytes(self.limits.max_body)));
         out.push_str(&format!("build_timeout = \"{}\"\n", format_duration(self.limits.build_timeout)));

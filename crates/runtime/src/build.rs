@@ -172,6 +172,7 @@ async fn run_steps(
             listen_fd: None,
             stdin: false,
             sandbox: None,
+            isolate: None,
         };
         let failed = |message: String, tail: Vec<String>| Error::BuildFailed {
             function: function.to_owned(),

@@ -101,6 +101,9 @@ pub enum Error {
         /// The last lines of the step's output.
         log_tail: Vec<String>,
     },
+    /// The isolation level asked for cannot be set up on this host.
+    #[error("isolation: {0}")]
+    Isolation(String),
     /// The server is shutting down and takes no new calls.
     #[error("gust is shutting down")]
     ShuttingDown,

@@ -66,6 +66,8 @@ pub struct Context {
     pub secrets: Option<Arc<dyn crate::secrets::SecretSource>>,
     /// How instances are confined.
     pub isolation: crate::isolation::Level,
+    /// The parent of instances' cgroups, at level `isolated`.
+    pub cgroups: Option<Arc<crate::cgroups::Cgroups>>,
 }
 
 /// A place among the server's `max_instances`, given back when the instance it was
@@ -82,6 +84,13 @@ impl Drop for Ticket {
 /// Why instances of `spec` must start as fresh processes rather than from the warm pool
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
+    if ctx.isolation.isolated()
+        && matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython | Runtime::Node | Runtime::LambdaNode)
+    {
+        return Some(
+            "isolation `isolated`: every instance starts fresh, in namespaces and a cgroup made for it".to_owned(),
+        );
+    }
     let pooled = match spec.runtime {
         Runtime::Node | Runtime::LambdaNode if ctx.isolation == crate::isolation::Level::Basic => {
             return Some(
@@ -258,6 +267,11 @@ pub struct Instance {
     pub secrets: crate::secrets::Secrets,
     /// Its `basic` sandbox (kept for the calls of a `stdio` instance).
     pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    /// Its namespaces to enter, at level `isolated` (kept for the calls of a `stdio`
+    /// instance, each of which enters its own).
+    pub isolate: Option<spawn::Isolate>,
+    /// Its cgroup, at level `isolated`; removed with it.
+    pub cgroup: Option<crate::cgroups::Group>,
 }
 
 /// The process behind an `http` instance.
@@ -301,13 +315,14 @@ impl Instance {
         let scratch = dir.join("scratch");
         let make_dir = || std::fs::create_dir_all(&scratch).map_err(Error::io("create scratch directory", &scratch));
         let (dead_tx, dead_rx) = watch::channel(false);
-        if spec.network == gust_api::Network::None && ctx.isolation != crate::isolation::Level::Basic {
+        if spec.network == gust_api::Network::None && !ctx.isolation.sandboxed() {
             // Running it with the network it asked not to have would be worse than not.
             return Err(Error::StartFailed {
                 function: spec.name.to_string(),
-                detail: "network = \"none\" is enforced only with `gust up --isolation basic`".to_owned(),
+                detail: "network = \"none\" is enforced only with `gust up --isolation basic` or `isolated`".to_owned(),
             });
         }
+        let (cgroup, isolate) = isolation_for(ctx, spec, &id)?;
         let secrets = crate::secrets::Secrets::load(ctx.secrets.as_ref(), spec, &scratch).await?;
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
@@ -328,6 +343,8 @@ impl Instance {
                 _ticket: ticket,
                 secrets,
                 sandbox,
+                isolate,
+                cgroup,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -470,6 +487,7 @@ impl Instance {
             listen_fd,
             stdin: false,
             sandbox,
+            isolate: isolate.clone(),
         };
         let launched = match (spared, &ctx.zygote) {
             (Some(spared), _) => Ok(spared),
@@ -496,6 +514,8 @@ impl Instance {
             _ticket: ticket,
             secrets,
             sandbox: None,
+            isolate,
+            cgroup,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
@@ -523,7 +543,10 @@ impl Instance {
         let watched = instance.clone();
         let exited = launched.exited;
         tokio::spawn(async move {
-            let how = exited.await;
+            let mut how = exited.await;
+            if let Some(group) = watched.cgroup.as_ref().filter(|g| g.oom_killed()) {
+                how = out_of_memory(group, &how);
+            }
             // Let the readers drain what the process wrote last (a traceback, usually),
             // but do not wait on grandchildren that keep the pipes open.
             for r in readers.into_iter().flatten() {
@@ -838,6 +861,7 @@ async fn check_shell_syntax(
         listen_fd: None,
         stdin: false,
         sandbox: None,
+        isolate: None,
     };
     let child = spawn::spawn(launch).map_err(|e| format!("cannot run `{}`: {e}", shell.display()))?;
     let pid = child.id().unwrap_or(0);
@@ -878,13 +902,13 @@ pub(crate) fn gust_env(revision: &Revision, instance: &str, pycache: &Path) -> V
 /// revision's code; write its own directory (scratch and socket) and its own slice of the
 /// bytecode cache. Everything else of the data directory — the database, the token,
 /// other functions' code, scratch and cache — is out of reach.
-fn sandbox_for(
+pub(crate) fn sandbox_for(
     ctx: &Context,
     revision: &Revision,
     dir: &Path,
     runtime_api: Option<u16>,
 ) -> Result<Option<Arc<crate::sandbox::Sandbox>>> {
-    if ctx.isolation != crate::isolation::Level::Basic {
+    if !ctx.isolation.sandboxed() {
         return Ok(None);
     }
     let (read, write) = sandbox_paths(ctx, revision, dir);
@@ -929,6 +953,42 @@ fn sandbox_paths(ctx: &Context, revision: &Revision, dir: &Path) -> (Vec<PathBuf
     (read, vec![dir.to_path_buf(), own_cache, PathBuf::from("/dev/null")])
 }
 
+/// At level `isolated`: the instance's cgroup (created here, with its limits) and the
+/// namespaces its process enters. A network namespace is made for `network = "none"`
+/// where gust reaches the function over a Unix socket or pipes; a Lambda client (its
+/// Runtime API is on loopback TCP) and an `exec` server (it may serve on `PORT`) keep
+/// the host's network, fenced by the sandbox's TCP rules instead.
+fn isolation_for(
+    ctx: &Context,
+    spec: &gust_api::FunctionSpec,
+    id: &str,
+) -> Result<(Option<crate::cgroups::Group>, Option<spawn::Isolate>)> {
+    let Some(cgroups) = &ctx.cgroups else { return Ok((None, None)) };
+    let limits = crate::cgroups::Limits::of(&spec.limits);
+    let group = cgroups.create(id, limits).map_err(|e| Error::StartFailed {
+        function: spec.name.to_string(),
+        detail: format!("cannot create its {}: {e}", cgroups.version()),
+    })?;
+    let own_net = spec.network == gust_api::Network::None
+        && !spec.runtime.is_lambda()
+        && (spec.runtime != Runtime::Exec || spec.protocol == Protocol::Stdio);
+    let isolate = spawn::Isolate {
+        cgroup_procs: group.procs_files(),
+        no_network: own_net,
+        hostname: std::ffi::CString::new(spec.name.as_str()).unwrap_or_default(),
+        tmpfs: std::ffi::CString::new(format!("mode=1777,size={}", limits.memory)).unwrap_or_default(),
+    };
+    Ok((Some(group), Some(isolate)))
+}
+
+/// How an instance the kernel killed for its memory ended, in words.
+fn out_of_memory(group: &crate::cgroups::Group, how: &str) -> String {
+    format!(
+        "ran out of memory (limits.memory = {}) and was killed by the kernel ({how})",
+        gust_api::quantity::format_bytes(group.memory())
+    )
+}
+
 /// The Python zygote's sandbox under `basic`: what any of its children could need (all
 /// code, all instance directories, the whole bytecode cache) but nothing else of the data
 /// directory (the database, the token, logs). Each child narrows it to its function.
@@ -956,7 +1016,7 @@ pub(crate) fn zygote_sandbox(
 /// `GUST_SANDBOX_READ`, `GUST_SANDBOX_WRITE` (and, for `network = "none"`,
 /// `GUST_SANDBOX_TCP`: the ports it may connect to) for a zygote child under `basic`.
 fn sandbox_env(ctx: &Context, revision: &Revision, dir: &Path, runtime_api: Option<u16>) -> Vec<(String, OsString)> {
-    if ctx.isolation != crate::isolation::Level::Basic {
+    if !ctx.isolation.sandboxed() {
         return Vec::new();
     }
     let (read, write) = sandbox_paths(ctx, revision, dir);

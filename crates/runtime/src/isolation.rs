@@ -19,6 +19,10 @@ pub enum Level {
     /// own directory writable; no signals or abstract sockets beyond itself from ABI 6)
     /// and a seccomp filter against dangerous syscalls.
     Basic,
+    /// `Basic`, and its own mount, PID, IPC and UTS namespaces (a network one for
+    /// `network = "none"`), a private `/tmp` and `/dev/shm`, and a cgroup capping its
+    /// memory, CPU and processes.
+    Isolated,
 }
 
 impl Level {
@@ -27,7 +31,18 @@ impl Level {
         match self {
             Level::None => "none",
             Level::Basic => "basic",
+            Level::Isolated => "isolated",
         }
+    }
+
+    /// Whether instances get the Landlock ruleset and seccomp filter (`basic` and up).
+    pub fn sandboxed(self) -> bool {
+        self != Level::None
+    }
+
+    /// Whether instances get namespaces and a cgroup.
+    pub fn isolated(self) -> bool {
+        self == Level::Isolated
     }
 
     /// Parses `--isolation`, checking the host can give it.
@@ -35,24 +50,31 @@ impl Level {
     /// # Errors
     /// What is unknown or what the host lacks.
     pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "none" => Ok(Level::None),
-            "basic" => {
-                let mut missing = Vec::new();
-                if crate::sandbox::landlock_abi().is_none() {
-                    missing.push("Landlock (Linux 5.13+, enabled in the kernel's LSM list)");
-                }
-                if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:")) {
-                    missing.push("seccomp");
-                }
-                if missing.is_empty() {
-                    Ok(Level::Basic)
-                } else {
-                    Err(format!("`basic` needs {}, which this host lacks", missing.join(" and ")))
-                }
+        let level = match text {
+            "none" => return Ok(Level::None),
+            "basic" => Level::Basic,
+            "isolated" => Level::Isolated,
+            other => return Err(format!("unknown level `{other}`; expected none, basic or isolated")),
+        };
+        let mut missing = Vec::new();
+        if crate::sandbox::landlock_abi().is_none() {
+            missing.push("Landlock (Linux 5.13+, enabled in the kernel's LSM list)");
+        }
+        if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:")) {
+            missing.push("seccomp");
+        }
+        if level == Level::Isolated {
+            if effective_uid() != Some(0) {
+                missing.push("root (gust unshares namespaces and writes cgroups itself)");
             }
-            "isolated" => Err("`isolated` (namespaces and cgroups per instance) is not built yet; use `basic`".into()),
-            other => Err(format!("unknown level `{other}`; expected none or basic")),
+            if !["pid", "mnt", "ipc", "uts", "net"].iter().all(|ns| Path::new("/proc/self/ns").join(ns).exists()) {
+                missing.push("PID, mount, IPC, UTS and network namespaces");
+            }
+        }
+        if missing.is_empty() {
+            Ok(level)
+        } else {
+            Err(format!("`{text}` needs {}, which this host lacks", missing.join(" and ")))
         }
     }
 }
@@ -71,6 +93,20 @@ pub const APPLIED: &[&str] = &[
 pub const BASIC: &[&str] = &[
     "landlock (system and own code read-only, own directory writable, no signals beyond itself)",
     "seccomp (ptrace, mount, kexec, bpf, keyctl, modules, namespaces, clock setting refused)",
+];
+
+/// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What `isolated` adds to [`BASIC`].
+pub const ISOLATED: &[&str] = &[
+    "namespaces (mount, PID, IPC, UTS; network for network = \"none\")",
+    "private /tmp and /dev/shm",
+    "cgroup (memory, CPU, processes)",
 ];
 
 /// Probes the host and reports `level`. Cheap: one syscall and a few files under `/proc`
@@ -100,8 +136,11 @@ pub fn detect(level: Level) -> Isolation {
         }
     }
     let mut applied: Vec<String> = APPLIED.iter().map(|s| (*s).to_owned()).collect();
-    if level == Level::Basic {
+    if level.sandboxed() {
         applied.extend(BASIC.iter().map(|s| (*s).to_owned()));
+    }
+    if level.isolated() {
+        applied.extend(ISOLATED.iter().map(|s| (*s).to_owned()));
     }
     Isolation { level: level.as_str().to_owned(), applied, host_allows: allows }
 }

@@ -16,7 +16,9 @@
 //! - [`proxy`] / [`stdio`]: the `http` and `stdio` protocols.
 //! - [`zygote`] / [`spares`]: the warm pools: Python children forked ahead of need from
 //!   a loaded interpreter, and Node processes started ahead of need.
-//! - [`spawn`]: the process launch itself (environment, process group, rlimits).
+//! - [`spawn`]: the process launch itself (environment, process group, rlimits, and at
+//!   level `isolated` the namespaces); [`sandbox`]: Landlock and seccomp; [`cgroups`]:
+//!   per-instance memory, CPU and process limits.
 //! - [`interpreters`]: finding `python3`, `node` and `bash` once at start-up.
 //! - [`logs`]: captured output lines and recent failed calls, per function.
 //! - [`build`]: deploy-time builds (dependencies, the manifest's `build` command) and their cache key.
@@ -25,6 +27,7 @@
 pub mod body;
 pub mod build;
 mod capture;
+pub mod cgroups;
 mod error;
 pub mod instance;
 pub mod interpreters;

@@ -72,6 +72,7 @@ pub fn landlock_abi() -> Option<u32> {
 /// A prepared sandbox.
 pub struct Sandbox {
     ruleset: OwnedFd,
+    handled: u64,
     filter: Vec<libc::sock_filter>,
 }
 
@@ -152,12 +153,17 @@ impl Sandbox {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        Ok(Self { ruleset, filter: seccomp_filter() })
+        Ok(Self { ruleset, handled, filter: seccomp_filter() })
     }
 
     /// The ruleset's fd, for `landlock_restrict_self` in the child.
     pub(crate) fn ruleset_fd(&self) -> RawFd {
         self.ruleset.as_raw_fd()
+    }
+
+    /// The access rights the ruleset handles (what a rule may grant).
+    pub(crate) fn handled(&self) -> u64 {
+        self.handled
     }
 
     /// A copy of the filter, moved into the child's `pre_exec` closure.
@@ -279,6 +285,36 @@ fn seccomp_filter() -> Vec<libc::sock_filter> {
     prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
     prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
     prog
+}
+
+/// In the child between fork and exec, before [`apply`]: adds to the ruleset `fd` a rule
+/// per path (read-only, or every right `handled` when `true`), for file systems mounted
+/// after the fork. Every instance's process has a ruleset of its own, so this changes
+/// no other instance's.
+///
+/// # Safety
+/// Must run in a freshly forked child; it opens and closes descriptors and reads only
+/// the C strings given.
+pub(crate) unsafe fn add_rules_here(fd: RawFd, handled: u64, paths: &[(&std::ffi::CStr, bool)]) -> std::io::Result<()> {
+    for (path, writable) in paths {
+        let rights = if *writable { handled } else { READ_ONLY & handled };
+        // SAFETY (caller): open, landlock_add_rule and close on a C string and an
+        // attribute on the stack.
+        unsafe {
+            let dir = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if dir < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rule = PathBeneath { allowed_access: rights, parent_fd: dir };
+            let r =
+                libc::syscall(libc::SYS_landlock_add_rule, fd, RULE_PATH_BENEATH, &rule as *const PathBeneath, 0u32);
+            libc::close(dir);
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// In the child between fork and exec, after `no_new_privs`: restricts the process with

@@ -184,6 +184,7 @@ impl Spares {
             listen_fd: Some(OwnedFd::from(listener)),
             stdin: true,
             sandbox: None,
+            isolate: None,
         });
         let mut child = match launched {
             Ok(child) => child,

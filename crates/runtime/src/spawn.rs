@@ -1,13 +1,14 @@
 //! Launching an instance's (or a build's) process: a fresh environment, its own process
 //! group, rlimits, `no_new_privs`, a parent-death signal and, for built-in invokers, a
-//! pre-bound listening socket as fd 3.
+//! pre-bound listening socket as fd 3; at level `isolated` also its cgroup and its own
+//! mount, PID, IPC, UTS (and, for `network = "none"`, network) namespaces.
 //!
 //! This is the only module that may use `unsafe`: `pre_exec` runs between fork and exec,
 //! where only async-signal-safe calls are allowed. The closure below makes raw syscalls
 //! on data prepared before the fork and allocates nothing.
 #![allow(unsafe_code)]
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,6 +37,21 @@ pub struct Launch {
     pub stdin: bool,
     /// The `basic` sandbox to enter just before exec, if any.
     pub sandbox: Option<std::sync::Arc<crate::sandbox::Sandbox>>,
+    /// The namespaces and cgroup of level `isolated`, if any.
+    pub isolate: Option<Isolate>,
+}
+
+/// What a process enters at level `isolated`, prepared before the fork.
+#[derive(Debug, Clone)]
+pub struct Isolate {
+    /// The `cgroup.procs` files of the instance's groups, which the process joins first.
+    pub cgroup_procs: Vec<CString>,
+    /// Also a network namespace: nothing but a loopback interface that is down.
+    pub no_network: bool,
+    /// The host name in its UTS namespace.
+    pub hostname: CString,
+    /// Mount options of its private `/tmp` and `/dev/shm` (tmpfs).
+    pub tmpfs: CString,
 }
 
 /// Starts the process with stdout and stderr piped.
@@ -46,10 +62,12 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     let mut cmd = command(&launch);
     let listen_raw = launch.listen_fd.as_ref().map(AsRawFd::as_raw_fd);
     // Prepared here, so the child only passes them to two syscalls.
-    let sandbox = launch.sandbox.as_ref().map(|s| (s.ruleset_fd(), s.filter()));
+    let sandbox = launch.sandbox.as_ref().map(|s| (s.ruleset_fd(), s.filter(), s.handled()));
+    let isolate = launch.isolate.clone();
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
-    // syscalls (dup2, fcntl, setrlimit, prctl) on integers captured by value; it does not
-    // allocate, lock or touch Rust state shared with other threads.
+    // syscalls (dup2, fcntl, setrlimit, prctl, and in `enter` open, write, unshare, mount,
+    // clone, waitpid) on integers and C strings captured by value; it does not allocate,
+    // lock or touch Rust state shared with other threads.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(fd) = listen_raw {
@@ -73,8 +91,16 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(iso) = &isolate {
+                enter(iso)?;
+            }
             // Last: the filter also governs whatever the hook would do after it.
-            if let Some((fd, filter)) = &sandbox {
+            if let Some((fd, filter, handled)) = &sandbox {
+                if isolate.is_some() {
+                    // The namespace's own /proc, /tmp and /dev/shm are new file systems,
+                    // which no rule made before the fork can name.
+                    crate::sandbox::add_rules_here(*fd, *handled, &OWN_MOUNTS)?;
+                }
                 crate::sandbox::apply(*fd, filter)?;
             }
             Ok(())
@@ -86,6 +112,143 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     // waiting in the backlog are then reset instead of hanging.
     drop(launch.listen_fd);
     child
+}
+
+/// The file systems [`enter`] mounts, and whether the instance may write to them.
+const OWN_MOUNTS: [(&std::ffi::CStr, bool); 3] = [(c"/proc", false), (c"/tmp", true), (c"/dev/shm", true)];
+
+/// Level `isolated`, in the child between fork and exec: joins the instance's cgroups,
+/// unshares the namespaces, makes `/tmp` and `/dev/shm` private, and forks twice, so that
+/// the process that goes on to exec is PID 2 of its own PID namespace (an unshared PID
+/// namespace holds only the children of the caller):
+///
+/// - the process gust started stays outside, waits for the namespace's init and exits as
+///   it did (re-raising the signal that killed it); it ignores SIGTERM, which reaches the
+///   function through the process group, so a polite stop stays polite;
+/// - the init (PID 1) mounts the namespace's own `/proc`, reaps orphans, and exits as the
+///   function did; when it exits, the kernel kills whatever is left in the namespace;
+/// - the function, PID 2, returns to exec.
+///
+/// The two waiting processes hold none of gust's descriptors (`close_range`), so pipes
+/// and the listener close when the function ends, and die with their parent.
+///
+/// # Safety
+/// Only in a freshly forked child: it forks with the raw syscall (no `atfork` handlers,
+/// which could take locks other threads of gust held at the fork) and never returns in
+/// the two waiting processes.
+unsafe fn enter(iso: &Isolate) -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY (caller): a forked child; every call below reads only memory `iso` owns.
+    unsafe {
+        for path in &iso.cgroup_procs {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(err());
+            }
+            // "0" is the writing process itself, on v1 and v2.
+            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(err());
+            }
+        }
+        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        if iso.no_network {
+            flags |= libc::CLONE_NEWNET;
+        }
+        if libc::unshare(flags) != 0 {
+            return Err(err());
+        }
+        // Nothing mounted here propagates back to the host.
+        let none = std::ptr::null();
+        if libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none.cast()) != 0 {
+            return Err(err());
+        }
+        for target in [c"/tmp", c"/dev/shm"] {
+            let fs = c"tmpfs".as_ptr();
+            if libc::mount(fs, target.as_ptr(), fs, libc::MS_NOSUID | libc::MS_NODEV, iso.tmpfs.as_ptr().cast()) != 0 {
+                return Err(err());
+            }
+        }
+        libc::sethostname(iso.hostname.as_ptr(), iso.hostname.as_bytes().len());
+        let init = fork_raw();
+        if init < 0 {
+            return Err(err());
+        }
+        if init > 0 {
+            wait_then_exit(init, true);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), proc_flags, none.cast()) != 0 {
+            return Err(err());
+        }
+        let function = fork_raw();
+        if function < 0 {
+            return Err(err());
+        }
+        if function > 0 {
+            wait_then_exit(function, false);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// fork(2) without the C library's `atfork` handlers.
+///
+/// # Safety
+/// As fork: the child must only make async-signal-safe calls.
+unsafe fn fork_raw() -> libc::pid_t {
+    // SAFETY: clone with only SIGCHLD and no new stack is fork.
+    let r = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    libc::pid_t::try_from(r).unwrap_or(-1)
+}
+
+/// One of the two waiting processes of [`enter`]: closes every descriptor, waits for
+/// `child` (the init also reaps whatever else ends up its child), and exits as it did.
+///
+/// # Safety
+/// Only in a process forked by [`enter`].
+unsafe fn wait_then_exit(child: libc::pid_t, outside: bool) -> ! {
+    // SAFETY (caller): raw syscalls on integers and a status word on the stack.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        if outside {
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+        }
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(if outside { child } else { -1 }, &mut status, 0);
+            if r == child {
+                break;
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                libc::_exit(127);
+            }
+        }
+        // The init cannot be killed by a signal from inside its namespace, so it reports
+        // a signal as 128 + its number, which the outside process turns back into one.
+        let signal = if libc::WIFSIGNALED(status) {
+            Some(libc::WTERMSIG(status))
+        } else {
+            let code = libc::WEXITSTATUS(status);
+            if !outside || !(129..160).contains(&code) {
+                libc::_exit(code);
+            }
+            Some(code - 128)
+        };
+        if let Some(sig) = signal {
+            if outside {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::kill(libc::getpid(), sig);
+            }
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(127)
+    }
 }
 
 /// Starts the short-lived process of one `stdio` call. Unlike [`spawn`] it sets no
@@ -147,6 +310,17 @@ pub fn signal_group(pid: u32, signal: i32) {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
         unsafe {
             libc::kill(-pid, signal);
+        }
+    }
+}
+
+/// Sends `signal` to one process.
+pub fn signal_process(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        // SAFETY: kill(2) on one process id; no memory is involved.
+        unsafe {
+            libc::kill(pid, signal);
         }
     }
 }

@@ -69,10 +69,20 @@ pub async fn call(
         cwd: revision.code_dir.clone(),
         listen_fd: None,
         stdin: true,
-        sandbox: instance.sandbox.clone(),
+        sandbox: match instance.isolate {
+            // Each call's process adds rules for its own /proc and /tmp to its ruleset
+            // (see spawn.rs), so the ruleset is made for the call.
+            Some(_) => crate::instance::sandbox_for(&ctx, revision, &instance.dir, None)?,
+            None => instance.sandbox.clone(),
+        },
+        isolate: instance.isolate.clone(),
     };
     // A sandbox is entered between fork and exec, which posix_spawn has no room for.
-    let spawned = if launch.sandbox.is_some() { spawn::spawn(launch) } else { spawn::spawn_call(launch) };
+    let spawned = if launch.sandbox.is_some() || launch.isolate.is_some() {
+        spawn::spawn(launch)
+    } else {
+        spawn::spawn_call(launch)
+    };
     let mut child = spawned.map_err(|e| Error::StartFailed {
         function: spec.name.to_string(),
         detail: format!("cannot run `{}`: {e}", program.display()),

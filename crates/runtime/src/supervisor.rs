@@ -75,9 +75,11 @@ impl WarmPools {
 
     /// The pools that run at isolation `level`: under `basic` Node's waiting processes
     /// are not used (they cannot narrow their own sandbox to one function); the Python
-    /// zygote's children narrow theirs.
+    /// zygote's children narrow theirs. Under `isolated` none is: every instance starts
+    /// in namespaces and a cgroup made for it, which a waiting process is not in.
     pub fn under(self, level: crate::isolation::Level) -> Self {
         match level {
+            crate::isolation::Level::Isolated => Self::OFF,
             crate::isolation::Level::Basic => Self { node: 0, ..self },
             crate::isolation::Level::None => self,
         }
@@ -139,7 +141,23 @@ impl Supervisor {
         }
         let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
         // Under `basic` the zygote runs in a broad sandbox that each child narrows.
-        let basic = config.isolation == crate::isolation::Level::Basic;
+        let basic = config.isolation.sandboxed();
+        let cgroups = match config.isolation.isolated() {
+            true => {
+                // Every instance sees its own empty tmpfs at /tmp: what is under the host's
+                // (code, invokers, its own directory) would be out of its sight.
+                let data = config.data_dir.canonicalize().unwrap_or_else(|_| config.data_dir.clone());
+                if data.starts_with("/tmp") {
+                    return Err(Error::Isolation(format!(
+                        "the data directory {} is under /tmp, which each instance sees as its own private \
+                         tmpfs at level `isolated`; choose another --data",
+                        data.display()
+                    )));
+                }
+                Some(Arc::new(crate::cgroups::Cgroups::open().map_err(Error::Isolation)?))
+            }
+            false => None,
+        };
         let pools = config.pools.under(config.isolation);
         let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
@@ -194,6 +212,7 @@ impl Supervisor {
             instances: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             secrets: config.secrets,
             isolation: config.isolation,
+            cgroups,
         });
         if let Some(spares) = &ctx.node_spares {
             tokio::spawn(spares.clone().run());
@@ -430,6 +449,9 @@ impl Supervisor {
         }
         if let Some(s) = &self.ctx.node_spares {
             s.close();
+        }
+        if let Some(c) = &self.ctx.cgroups {
+            c.close();
         }
     }
 }

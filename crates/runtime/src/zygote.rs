@@ -137,6 +137,7 @@ impl Zygote {
             listen_fd: Some(OwnedFd::from(theirs)),
             stdin: false,
             sandbox: self.sandbox.clone(),
+            isolate: None,
         })
         .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
         let pid = child.id().unwrap_or(0);

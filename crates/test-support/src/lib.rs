@@ -75,9 +75,13 @@ impl Gust {
         Self::start_with(bin, &data, &work, Some(tmp), &[])
     }
 
-    /// Starts `bin up` with extra environment variables.
+    /// Starts `bin up` with extra environment variables. With `GUST_ISOLATION=isolated`
+    /// the data directory is under `/var/tmp`: at that level each instance sees `/tmp`
+    /// as its own empty tmpfs, so gust refuses a data directory there.
     pub fn start_env(bin: &str, env: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::Builder::new().prefix("gust-e2e-").tempdir().unwrap();
+        let isolated = env.contains(&("GUST_ISOLATION", "isolated"));
+        let base = if isolated { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
+        let tmp = tempfile::Builder::new().prefix("gust-e2e-").tempdir_in(base).unwrap();
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();

@@ -65,6 +65,39 @@ impl Fields {
         }
     }
 
+    /// An integer that may be absent: `Some(None)` then, `None` after a problem.
+    pub(super) fn optional_int(&mut self, key: &str, min: u32, max: u32) -> Option<Option<u32>> {
+        if !self.table.contains_key(key) {
+            return Some(None);
+        }
+        self.int(key, min, min, max).map(Some)
+    }
+
+    /// CPU as Kubernetes writes it, in thousandths of a core: `"500m"`, `"1.5"`, `2`,
+    /// `0.25`. `Some(None)` when absent, `None` after a problem.
+    pub(super) fn cpu(&mut self, key: &str) -> Option<Option<u32>> {
+        let millis = match self.table.remove(key) {
+            None => return Some(None),
+            Some(toml::Value::Integer(i)) => i.checked_mul(1000).map(|m| m as f64),
+            Some(toml::Value::Float(f)) => Some(f * 1000.0),
+            Some(toml::Value::String(s)) => match s.strip_suffix('m') {
+                Some(m) => m.trim().parse::<f64>().ok(),
+                None => s.trim().parse::<f64>().ok().map(|c| c * 1000.0),
+            },
+            Some(other) => {
+                self.problem(key, format!("must be CPU cores such as \"500m\" or 1.5, not {}", other.type_str()));
+                return None;
+            }
+        };
+        match millis {
+            Some(m) if (10.0..=1_024_000.0).contains(&m) => Some(Some(m.round() as u32)),
+            _ => {
+                self.problem(key, "must be CPU cores between \"10m\" and 1024, such as \"500m\" or 1.5".to_owned());
+                None
+            }
+        }
+    }
+
     pub(super) fn duration(&mut self, key: &str, default: Duration) -> Option<Duration> {
         match self.string_or_missing(key, "a duration such as \"30s\"")? {
             None => Some(default),

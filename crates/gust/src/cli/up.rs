@@ -90,9 +90,11 @@ pub(crate) struct Up {
     /// with a line saying so.
     #[arg(long, env = "GUST_LOG_CALL_MAX", default_value = "1Mi")]
     log_call_max: String,
-    /// How instances are confined: `none` (process hygiene only) or `basic` (also a
+    /// How instances are confined: `none` (process hygiene only), `basic` (also a
     /// Landlock ruleset and a seccomp filter per instance; Node's waiting processes are
-    /// then not used). `isolated` (namespaces, cgroups) is not built yet.
+    /// then not used) or `isolated` (also mount, PID, IPC, UTS and, for
+    /// `network = "none"`, network namespaces, a private /tmp, and a cgroup capping
+    /// memory, CPU and processes; needs root; no warm pools: every instance starts fresh).
     #[arg(long, env = "GUST_ISOLATION", default_value = "none")]
     isolation: String,
     /// Write the bound address here once ready (useful with port 0).

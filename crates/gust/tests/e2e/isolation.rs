@@ -1,7 +1,11 @@
 //! Instance isolation (issue 8, points 1–3): with `--isolation basic` hostile functions
 //! in every runtime that can try are refused — reading another function's code, gust's
 //! database or token, writing outside their scratch, mount, ptrace, signalling processes
-//! outside the instance — and the server keeps serving. `none` is reported as such.
+//! outside the instance — and the server keeps serving. With `isolated` each instance
+//! also has its own PID, mount, UTS, IPC (and for `network = "none"` network) namespace,
+//! a private /tmp, and a cgroup: memory past the limit fails the call with "out of
+//! memory" and replaces the instance, a fork bomb stops at the process limit, a spinning
+//! function is throttled to its CPU share. `none` is reported as such.
 
 use gust_test_support::Gust;
 
@@ -143,22 +147,186 @@ fn under_basic_hostile_functions_are_refused_in_every_runtime_and_the_server_kee
 }
 
 #[test]
-fn the_default_level_is_reported_and_an_unknown_or_unbuilt_one_is_refused() {
+fn the_default_level_is_reported_and_an_unknown_one_or_a_data_directory_under_tmp_is_refused() {
     let g = gust();
     assert_eq!(g.call("GET", "/api/v1/info", b"", &[]).json()["isolation"]["level"], "none");
-    for (level, says) in [("isolated", "not built yet"), ("tight", "unknown level")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+    let up = |level: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
             .args(["up", "--listen", "127.0.0.1:0", "--isolation", level])
             .env("GUST_DATA", g.work.join("other"))
             .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{level}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(says),
-            "{level}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .unwrap()
+    };
+    let out = up("tight");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown level `tight`; expected none, basic or isolated"), "{err}");
+    // The test's work directory is under /tmp, which every isolated instance sees as its own.
+    assert!(g.work.starts_with("/tmp"));
+    let out = up("isolated");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is under /tmp") && err.contains("choose another --data"), "{err}");
+}
+
+/// Reports what an instance sees of itself and the host, or misbehaves as asked: `oom`
+/// allocates without end, `forks` forks until refused, `spin` burns CPU for a second
+/// and reports its cgroup's throttling.
+const PY_PROBE: &str = r#"import json, os, signal, socket, time
+def handle(e, c):
+    what = e.body.get("do")
+    out = {}
+    def attempt(name, f):
+        try:
+            out[name] = f()
+        except Exception as ex:
+            out[name] = type(ex).__name__
+    if what == "oom":
+        hog = []
+        while True:
+            hog.append(bytearray(8 << 20))
+    if what == "forks":
+        kids = []
+        while True:
+            try:
+                pid = os.fork()
+            except OSError as ex:
+                out["stopped_by"] = type(ex).__name__
+                break
+            if pid == 0:
+                signal.pause()
+                os._exit(0)
+            kids.append(pid)
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+            os.waitpid(k, 0)
+        out["forked"] = len(kids)
+        return out
+    if what == "spin":
+        groups = {l.split(":")[1]: l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines()}
+        cpu = groups.get("cpu") or groups.get("cpu,cpuacct")
+        path = "/sys/fs/cgroup/cpu" + cpu if cpu else "/sys/fs/cgroup" + groups[""]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            pass
+        stat = dict(l.split() for l in open(path + "/cpu.stat"))
+        out["throttled"] = int(stat.get("nr_throttled", 0))
+        return out
+    out["pid"] = os.getpid()
+    out["hostname"] = socket.gethostname()
+    attempt("pids", lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+    attempt("tmp_before", lambda: os.listdir("/tmp"))
+    attempt("tmp_write", lambda: open("/tmp/" + e.body["mark"], "w").write("x") and "ok")
+    attempt("shm_write", lambda: open("/dev/shm/" + e.body["mark"], "w").write("x") and "ok")
+    attempt("db", lambda: open(e.body["db"], "rb").read(1) and "ok")
+    attempt("interfaces", lambda: sorted(n for _, n in socket.if_nameindex()))
+    def udp():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"x", ("192.0.2.1", 9))
+        return "sent"
+    attempt("udp", udp)
+    attempt("cgroup", lambda: "gust-" in open("/proc/self/cgroup").read())
+    return out
+"#;
+
+#[test]
+fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
+    let mut g = gust_env(&[("GUST_ISOLATION", "isolated")]);
+    assert!(g.banner.contains("isolation: isolated"), "{}", g.banner);
+    let info = g.call("GET", "/api/v1/info", b"", &[]).json();
+    assert_eq!(info["isolation"]["level"], "isolated");
+    let applied = info["isolation"]["applied"].to_string();
+    assert!(applied.contains("namespaces") && applied.contains("cgroup") && applied.contains("landlock"), "{applied}");
+    let db = g.data.join("gust.db").to_string_lossy().into_owned();
+    let probe = |mark: &str| serde_json::json!({"mark": mark, "db": db}).to_string();
+    let json = ["Content-Type: application/json"];
+
+    let limits = "[limits]\nmemory = \"64Mi\"\ncpu = \"100m\"\nprocesses = 16\n";
+    g.deploy("probe", &[("gust.toml", &manifest("probe", "python", limits)), ("handler.py", PY_PROBE)]);
+    g.deploy("other", &[("gust.toml", &manifest("other", "python", "")), ("handler.py", PY_PROBE)]);
+    g.deploy(
+        "offline",
+        &[("gust.toml", &manifest("offline", "python", "network = \"none\"")), ("handler.py", PY_PROBE)],
+    );
+
+    // Its own PID namespace (it is PID 2, under a waiting init), host name and /tmp.
+    let r = g.call("POST", "/function/probe", probe("first").as_bytes(), &json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = r.json();
+    assert_eq!(o["pid"], 2, "{o}");
+    assert_eq!(o["pids"], serde_json::json!([1, 2]), "{o}");
+    assert_eq!(o["hostname"], "probe", "{o}");
+    assert_eq!(o["tmp_before"], serde_json::json!([]), "{o}");
+    assert_eq!((o["tmp_write"].as_str(), o["shm_write"].as_str()), (Some("ok"), Some("ok")), "{o}");
+    assert_eq!(o["db"], "PermissionError", "{o}");
+    assert_eq!(o["cgroup"], true, "{o}");
+    assert!(o["interfaces"].as_array().unwrap().len() > 1, "the host's network: {o}");
+    assert_eq!(o["udp"], "sent", "{o}");
+    // Another function's /tmp is its own: nothing of the first is visible there.
+    let o = g.call("POST", "/function/other", probe("second").as_bytes(), &json).json();
+    assert_eq!(o["tmp_before"], serde_json::json!([]), "{o}");
+    assert_eq!(o["pid"], 2, "{o}");
+    assert!(!std::path::Path::new("/tmp/first").exists() && !std::path::Path::new("/tmp/second").exists());
+    // network = "none": a network namespace with only a loopback (down).
+    let o = g.call("POST", "/function/offline", probe("third").as_bytes(), &json).json();
+    assert_eq!(o["interfaces"], serde_json::json!(["lo"]), "{o}");
+    assert_eq!(o["udp"], "OSError", "{o}");
+
+    // A fork bomb stops at limits.processes; the instance goes on serving.
+    let r = g.call("POST", "/function/probe", br#"{"do": "forks"}"#, &json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = r.json();
+    assert_eq!(o["stopped_by"], "BlockingIOError", "{o}");
+    assert!(o["forked"].as_u64().unwrap() < 16, "{o}");
+
+    // Spinning is held to limits.cpu by the cgroup's quota.
+    let o = g.call("POST", "/function/probe", br#"{"do": "spin"}"#, &json).json();
+    assert!(o["throttled"].as_u64().is_some_and(|n| n > 0), "{o}");
+
+    // Memory past limits.memory: the call fails saying so, the instance is replaced.
+    let r = g.call("POST", "/function/probe", br#"{"do": "oom"}"#, &json);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("ran out of memory (limits.memory = 64Mi)"), "{}", r.text());
+    let r = g.call("POST", "/function/probe", probe("again").as_bytes(), &json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tmp_before"], serde_json::json!([]), "a new instance, a new /tmp: {}", r.text());
+    assert_eq!(g.call("POST", "/function/other", probe("fine").as_bytes(), &json).status, 200);
+
+    // Every runtime gets the same: Node (started fresh, and saying why) and a shell call.
+    let js = "const os = require('os');\nmodule.exports = () => ({ pid: process.pid, host: os.hostname() });\n";
+    g.deploy("js", &[("gust.toml", &manifest("js", "node", "")), ("handler.js", js)]);
+    assert_eq!(g.post("js", "").json(), serde_json::json!({"pid": 2, "host": "js"}));
+    let s = &g.describe("js")["scaling"][0];
+    assert!(s["unpooled_reason"].as_str().unwrap().contains("isolated"), "{s}");
+    let sh = "#!/bin/sh\necho \"pid=$$ host=$(cat /proc/sys/kernel/hostname)\"\nls /tmp | wc -l\n";
+    g.deploy("sh", &[("gust.toml", &manifest("sh", "shell", "")), ("handler.sh", sh)]);
+    let r = g.post("sh", "");
+    assert_eq!(r.text(), "pid=2 host=sh\n0\n", "{}", r.text());
+
+    // Gone with the server: the instances' cgroups and their parent.
+    let pid = g.pid();
+    g.stop();
+    let parent = format!("gust-{pid}");
+    let left: Vec<String> = ["memory", "cpu", "pids"]
+        .iter()
+        .flat_map(|c| walk(std::path::Path::new("/sys/fs/cgroup").join(c), 3))
+        .filter(|p| p.contains(&parent))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Directories up to `depth` levels below `dir`.
+fn walk(dir: std::path::PathBuf, depth: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            out.push(e.path().to_string_lossy().into_owned());
+            if depth > 1 {
+                out.extend(walk(e.path(), depth - 1));
+            }
+        }
     }
+    out
 }
 
 /// Tries to listen on a TCP port and to connect to gust's; reports each outcome.

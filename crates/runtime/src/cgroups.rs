@@ -1,0 +1,267 @@
+//! Control groups for level `isolated`: one per instance, below a parent gust creates at
+//! start-up, capping the instance's memory, CPU and number of processes (threads count).
+//!
+//! Both layouts are handled and told apart at start-up:
+//! - **v2** (`/sys/fs/cgroup/cgroup.controllers` exists): one tree. The parent is
+//!   `<gust's own cgroup>/gust-<pid>`, with `memory`, `cpu` and `pids` enabled for its
+//!   children. A cgroup with processes cannot hand controllers down (the "no internal
+//!   processes" rule), so if gust's own cgroup refuses, gust first moves itself into a
+//!   `gust-server` leaf beside it.
+//! - **v1**: one tree per controller (`/sys/fs/cgroup/memory`, `…/cpu`, `…/pids`); the
+//!   parent is `gust-<pid>` below gust's own cgroup in each.
+//!
+//! An instance's process joins its groups itself, between fork and exec, by writing `0`
+//! to each `cgroup.procs` (see `spawn.rs`), so not one instruction of the function runs
+//! outside its limits. Parents left by a gust that died are removed at the next start.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The CFS period quotas are expressed against (100 ms, the kernel's default).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The limits of one instance's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory (and, on v1, memory plus swap).
+    pub memory: u64,
+    /// Thousandths of a CPU (1000 = one core).
+    pub cpu_millis: u32,
+    /// Processes and threads at once.
+    pub processes: u32,
+}
+
+/// `limits.memory` where a function sets none.
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// `limits.cpu` where a function sets none: one core.
+pub const DEFAULT_CPU_MILLIS: u32 = 1000;
+/// `limits.processes` where a function sets none.
+pub const DEFAULT_PROCESSES: u32 = 256;
+/// The two processes of an instance that wait outside and as init of its PID namespace
+/// (see `spawn.rs`), counted on top of `limits.processes`.
+const WAITERS: u32 = 2;
+
+impl Limits {
+    /// A function's limits, with the defaults where it sets none.
+    pub fn of(limits: &gust_api::Limits) -> Self {
+        Self {
+            memory: limits.memory.unwrap_or(DEFAULT_MEMORY),
+            cpu_millis: limits.cpu.unwrap_or(DEFAULT_CPU_MILLIS),
+            processes: limits.processes.unwrap_or(DEFAULT_PROCESSES).saturating_add(WAITERS),
+        }
+    }
+}
+
+/// The parent of every instance's group, created for this server.
+#[derive(Debug)]
+pub struct Cgroups {
+    /// `true` for the unified (v2) hierarchy.
+    v2: bool,
+    /// The parent directories: one on v2, one per controller on v1.
+    parents: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    /// Finds the hierarchy, removes parents of dead servers, and creates this server's.
+    ///
+    /// # Errors
+    /// What is missing or refused, in words an operator can act on.
+    pub fn open() -> Result<Self, String> {
+        let own =
+            std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+        let pid = std::process::id();
+        if Path::new(ROOT).join("cgroup.controllers").exists() {
+            let path = own_path(&own, |c| c.is_empty()).ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
+            let base = Path::new(ROOT).join(path.trim_start_matches('/'));
+            sweep(&base);
+            let enable = "+memory +cpu +pids";
+            let control = base.join("cgroup.subtree_control");
+            if std::fs::write(&control, enable).is_err() {
+                // gust's own group holds processes: move gust into a leaf beside its parent.
+                let leaf = base.join("gust-server");
+                std::fs::create_dir_all(&leaf).map_err(|e| format!("creating {}: {e}", leaf.display()))?;
+                std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
+                    .map_err(|e| format!("moving gust into {}: {e}", leaf.display()))?;
+                std::fs::write(&control, enable).map_err(|e| {
+                    format!(
+                        "cgroup v2: cannot enable memory, cpu and pids below {} ({e}); give gust a delegated \
+                         cgroup (e.g. systemd-run -p Delegate=yes)",
+                        base.display()
+                    )
+                })?;
+            }
+            let parent = base.join(format!("gust-{pid}"));
+            std::fs::create_dir_all(&parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            std::fs::write(parent.join("cgroup.subtree_control"), enable)
+                .map_err(|e| format!("enabling controllers in {}: {e}", parent.display()))?;
+            return Ok(Self { v2: true, parents: vec![parent] });
+        }
+        let mut parents = Vec::new();
+        for controller in V1_CONTROLLERS {
+            let mount = Path::new(ROOT).join(controller);
+            if !mount.join("cgroup.procs").exists() {
+                return Err(format!("cgroup v1: the {controller} controller is not mounted at {}", mount.display()));
+            }
+            let path = own_path(&own, |c| c.split(',').any(|c| c == controller)).unwrap_or_else(|| "/".into());
+            let base = mount.join(path.trim_start_matches('/'));
+            sweep(&base);
+            let parent = base.join(format!("gust-{pid}"));
+            std::fs::create_dir_all(&parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            parents.push(parent);
+        }
+        Ok(Self { v2: false, parents })
+    }
+
+    /// `"cgroup v2"` or `"cgroup v1"`.
+    pub fn version(&self) -> &'static str {
+        if self.v2 { "cgroup v2" } else { "cgroup v1" }
+    }
+
+    /// Creates the group of instance `id` with `limits`.
+    ///
+    /// # Errors
+    /// The `io::Error` of creating a directory or writing a limit.
+    pub fn create(&self, id: &str, limits: Limits) -> std::io::Result<Group> {
+        let dirs: Vec<PathBuf> = self.parents.iter().map(|p| p.join(id)).collect();
+        for d in &dirs {
+            std::fs::create_dir(d)?;
+        }
+        let group = Group { v2: self.v2, dirs, memory: limits.memory };
+        let quota = u64::from(limits.cpu_millis) * CPU_PERIOD_US / 1000;
+        if self.v2 {
+            let d = &group.dirs[0];
+            write(d, "memory.max", limits.memory)?;
+            // No swap: past the limit is out of memory, not slow.
+            let _ = std::fs::write(d.join("memory.swap.max"), "0");
+            std::fs::write(d.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
+            write(d, "pids.max", limits.processes)?;
+        } else {
+            let [memory, cpu, pids] = [&group.dirs[0], &group.dirs[1], &group.dirs[2]];
+            write(memory, "memory.limit_in_bytes", limits.memory)?;
+            // Present only with swap accounting; when it is, swap counts against the limit.
+            let _ = std::fs::write(memory.join("memory.memsw.limit_in_bytes"), limits.memory.to_string());
+            write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US)?;
+            write(cpu, "cpu.cfs_quota_us", quota)?;
+            write(pids, "pids.max", limits.processes)?;
+        }
+        Ok(group)
+    }
+
+    /// Removes this server's parents (their groups are gone by then).
+    pub fn close(&self) {
+        for p in &self.parents {
+            remove_tree(p);
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
+    std::fs::write(dir.join(file), value.to_string())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", dir.join(file).display())))
+}
+
+/// The path of gust's own group in the hierarchy whose controller list `is` accepts
+/// (`/proc/self/cgroup` lines are `ID:CONTROLLERS:PATH`).
+fn own_path(text: &str, is: impl Fn(&str) -> bool) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        is(controllers).then(|| path.to_owned())
+    })
+}
+
+/// Removes the `gust-<pid>` parents under `base` whose server is no longer running.
+fn sweep(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("gust-")).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            remove_tree(&e.path());
+        }
+    }
+}
+
+/// Removes a group and the groups below it, killing what still runs in them.
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    kill_members(dir);
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn kill_members(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else { return };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        crate::spawn::signal_process(pid, crate::spawn::SIGKILL);
+    }
+}
+
+/// One instance's group; removed when dropped (whatever still runs in it is killed).
+#[derive(Debug)]
+pub struct Group {
+    v2: bool,
+    dirs: Vec<PathBuf>,
+    memory: u64,
+}
+
+impl Group {
+    /// The `cgroup.procs` files a new process writes `0` to, to join the group.
+    pub(crate) fn procs_files(&self) -> Vec<CString> {
+        self.dirs.iter().filter_map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).ok()).collect()
+    }
+
+    /// The memory limit, in bytes.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
+    /// Whether the kernel's OOM killer has killed a process of this group.
+    pub fn oom_killed(&self) -> bool {
+        let (dir, file) =
+            if self.v2 { (&self.dirs[0], "memory.events") } else { (&self.dirs[0], "memory.oom_control") };
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|t| {
+            t.lines().filter_map(|l| l.strip_prefix("oom_kill ")).any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    }
+
+    /// Times the group was held back by its CPU quota.
+    pub fn throttled(&self) -> u64 {
+        let dir = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
+        std::fs::read_to_string(dir.join("cpu.stat")).map_or(0, |t| {
+            t.lines().filter_map(|l| l.strip_prefix("nr_throttled ")).find_map(|n| n.trim().parse().ok()).unwrap_or(0)
+        })
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            remove_tree(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_paths_come_from_the_matching_hierarchy() {
+        let text = "9:name=systemd:/\n4:memory:/a/b\n1:cpu,cpuacct:/c\n0::/unified\n";
+        assert_eq!(own_path(text, |c| c.split(',').any(|c| c == "memory")).as_deref(), Some("/a/b"));
+        assert_eq!(own_path(text, |c| c.split(',').any(|c| c == "cpu")).as_deref(), Some("/c"));
+        assert_eq!(own_path(text, str::is_empty).as_deref(), Some("/unified"));
+        assert_eq!(own_path(text, |c| c == "pids"), None);
+    }
+}
