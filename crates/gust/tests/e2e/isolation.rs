@@ -292,6 +292,36 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     assert_eq!(r.json()["tmp_before"], serde_json::json!([]), "a new instance, a new /tmp: {}", r.text());
     assert_eq!(g.call("POST", "/function/other", probe("fine").as_bytes(), &json).status, 200);
 
+    // Node past its memory: the same clear error; a shell fork bomb is held to its
+    // processes until the call's deadline ends the whole namespace.
+    let hog = "module.exports = () => { const a = []; for (;;) a.push(Buffer.alloc(8 << 20, 1)); };\n";
+    g.deploy(
+        "jshog",
+        &[("gust.toml", &manifest("jshog", "node", "[limits]\nmemory = \"64Mi\"\n")), ("handler.js", hog)],
+    );
+    let r = g.post("jshog", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("ran out of memory (limits.memory = 64Mi)"), "{}", r.text());
+    let bomb = "#!/bin/bash\nb() { b | b & }\nb\nwait\n";
+    let limits = "[limits]\ntimeout = \"2s\"\nprocesses = 32\n";
+    g.deploy("bomb", &[("gust.toml", &manifest("bomb", "shell", limits)), ("handler.sh", bomb)]);
+    let r = g.post("bomb", "");
+    assert!(r.status == 200 || r.status == 504, "{}", r.text());
+    // The limit was hit, and nothing of the bomb outlives the call: when the script
+    // ends, so does its PID namespace.
+    let pids = walk(std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/gust-{}", g.pid())), 1)
+        .into_iter()
+        .find(|d| d.contains("/bomb-"))
+        .expect("the bomb's cgroup");
+    let read = |f: &str| std::fs::read_to_string(format!("{pids}/{f}")).unwrap();
+    assert!(read("pids.events").trim().strip_prefix("max ").is_some_and(|n| n != "0"), "{}", read("pids.events"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read("pids.current").trim() != "0" {
+        assert!(std::time::Instant::now() < deadline, "left running: {}", read("pids.current"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(g.call("POST", "/function/other", probe("after").as_bytes(), &json).status, 200);
+
     // Every runtime gets the same: Node (started fresh, and saying why) and a shell call.
     let js = "const os = require('os');\nmodule.exports = () => ({ pid: process.pid, host: os.hostname() });\n";
     g.deploy("js", &[("gust.toml", &manifest("js", "node", "")), ("handler.js", js)]);
@@ -302,6 +332,15 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     g.deploy("sh", &[("gust.toml", &manifest("sh", "shell", "")), ("handler.sh", sh)]);
     let r = g.post("sh", "");
     assert_eq!(r.text(), "pid=2 host=sh\n0\n", "{}", r.text());
+    let lp = "import os, socket\ndef handler(event, context):\n    return [os.getpid(), socket.gethostname()]\n";
+    g.deploy("lp", &[("gust.toml", &manifest("lp", "lambda-python", "handler = \"app.handler\"")), ("app.py", lp)]);
+    let r = g.call("POST", "/2015-03-31/functions/lp/invocations", b"{}", &[]);
+    assert_eq!(r.json(), serde_json::json!([2, "lp"]), "{}", r.text());
+    // Java, built by javac at deploy, runs in its cgroup (the JVM sizes its heap from it).
+    g.cli_ok(&["new", "greeter", "--runtime", "java"]);
+    let out = g.cli(&["deploy", g.work.join("greeter").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(g.post("greeter", "abc").text(), "Hello, world! You sent: abc\n");
 
     // Gone with the server: the instances' cgroups and their parent.
     let pid = g.pid();
