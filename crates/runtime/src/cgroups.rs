@@ -246,8 +246,12 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        for d in &self.dirs {
-            remove_tree(d);
+        let dirs = std::mem::take(&mut self.dirs);
+        let remove = move || dirs.iter().for_each(|d| remove_tree(d));
+        // An rmdir of a memory cgroup takes up to a millisecond: not on a runtime thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }

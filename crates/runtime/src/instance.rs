@@ -84,20 +84,13 @@ impl Drop for Ticket {
 /// Why instances of `spec` must start as fresh processes rather than from the warm pool
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
-    if ctx.isolation.isolated()
-        && matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython | Runtime::Node | Runtime::LambdaNode)
-    {
-        return Some(
-            "isolation `isolated`: every instance starts fresh, in namespaces and a cgroup made for it".to_owned(),
-        );
-    }
     let pooled = match spec.runtime {
-        Runtime::Node | Runtime::LambdaNode if ctx.isolation == crate::isolation::Level::Basic => {
-            return Some(
-                "isolation `basic`: Node instances start fresh so their sandbox is built for them (a waiting Node \
-                 process cannot narrow its own sandbox to one function yet)"
-                    .to_owned(),
-            );
+        Runtime::Node | Runtime::LambdaNode if ctx.isolation.sandboxed() => {
+            return Some(format!(
+                "isolation `{}`: Node instances start fresh so their sandbox is built for them (a waiting Node \
+                 process cannot narrow its own sandbox to one function yet)",
+                ctx.isolation.as_str()
+            ));
         }
         Runtime::Python | Runtime::LambdaPython => ctx.zygote.is_some(),
         Runtime::Node | Runtime::LambdaNode => ctx.node_spares.is_some(),
@@ -493,7 +486,8 @@ impl Instance {
             (Some(spared), _) => Ok(spared),
             (None, Some(zygote)) if forks => {
                 let fallback = || sandbox_for(ctx, revision, &dir, runtime_api).map_err(std::io::Error::other);
-                Self::fork_or_spawn(zygote, launch, sandbox_env(ctx, revision, &dir, runtime_api), fallback).await
+                let child_env = sandbox_env(ctx, revision, &dir, runtime_api, isolate.as_ref());
+                Self::fork_or_spawn(zygote, launch, child_env, fallback).await
             }
             _ => Launched::spawned(launch),
         }
@@ -1014,17 +1008,40 @@ pub(crate) fn zygote_sandbox(
 }
 
 /// `GUST_SANDBOX_READ`, `GUST_SANDBOX_WRITE` (and, for `network = "none"`,
-/// `GUST_SANDBOX_TCP`: the ports it may connect to) for a zygote child under `basic`.
-fn sandbox_env(ctx: &Context, revision: &Revision, dir: &Path, runtime_api: Option<u16>) -> Vec<(String, OsString)> {
+/// `GUST_SANDBOX_TCP`: the ports it may connect to) for a zygote child under `basic`;
+/// under `isolated` also `GUST_ISOLATE` (its cgroups and namespaces, as JSON) and
+/// `GUST_SECCOMP` (the filter it installs itself, in hex).
+fn sandbox_env(
+    ctx: &Context,
+    revision: &Revision,
+    dir: &Path,
+    runtime_api: Option<u16>,
+    isolate: Option<&spawn::Isolate>,
+) -> Vec<(String, OsString)> {
     if !ctx.isolation.sandboxed() {
         return Vec::new();
     }
-    let (read, write) = sandbox_paths(ctx, revision, dir);
+    let (read, mut write) = sandbox_paths(ctx, revision, dir);
+    if isolate.is_some() {
+        // Its own tmpfs there by then, made by the child itself before it adds its rules.
+        write.extend([PathBuf::from("/tmp"), PathBuf::from("/dev/shm")]);
+    }
     let join = |paths: Vec<PathBuf>| std::env::join_paths(paths).unwrap_or_default();
     let mut env = vec![("GUST_SANDBOX_READ".into(), join(read)), ("GUST_SANDBOX_WRITE".into(), join(write))];
     if let Some(ports) = tcp_only_to(revision, runtime_api) {
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         env.push(("GUST_SANDBOX_TCP".into(), ports.join(",").into()));
+    }
+    if let Some(iso) = isolate {
+        let text = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
+        let spec = serde_json::json!({
+            "cgroups": iso.cgroup_procs.iter().map(text).collect::<Vec<_>>(),
+            "flags": iso.unshare_flags(),
+            "hostname": text(&iso.hostname),
+            "tmpfs": text(&iso.tmpfs),
+        });
+        env.push(("GUST_ISOLATE".into(), spec.to_string().into()));
+        env.push(("GUST_SECCOMP".into(), crate::sandbox::filter_hex().into()));
     }
     env
 }

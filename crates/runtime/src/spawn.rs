@@ -114,6 +114,14 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     child
 }
 
+impl Isolate {
+    /// The namespaces it unshares.
+    pub fn unshare_flags(&self) -> libc::c_int {
+        let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        if self.no_network { flags | libc::CLONE_NEWNET } else { flags }
+    }
+}
+
 /// The file systems [`enter`] mounts, and whether the instance may write to them.
 const OWN_MOUNTS: [(&std::ffi::CStr, bool); 3] = [(c"/proc", false), (c"/tmp", true), (c"/dev/shm", true)];
 
@@ -152,11 +160,7 @@ unsafe fn enter(iso: &Isolate) -> std::io::Result<()> {
                 return Err(err());
             }
         }
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-        if iso.no_network {
-            flags |= libc::CLONE_NEWNET;
-        }
-        if libc::unshare(flags) != 0 {
+        if libc::unshare(iso.unshare_flags()) != 0 {
             return Err(err());
         }
         // Nothing mounted here propagates back to the host.

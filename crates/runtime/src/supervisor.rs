@@ -75,12 +75,11 @@ impl WarmPools {
 
     /// The pools that run at isolation `level`: under `basic` Node's waiting processes
     /// are not used (they cannot narrow their own sandbox to one function); the Python
-    /// zygote's children narrow theirs. Under `isolated` none is: every instance starts
-    /// in namespaces and a cgroup made for it, which a waiting process is not in.
+    /// zygote's children narrow theirs (and at `isolated` also enter their cgroup and
+    /// namespaces).
     pub fn under(self, level: crate::isolation::Level) -> Self {
         match level {
-            crate::isolation::Level::Isolated => Self::OFF,
-            crate::isolation::Level::Basic => Self { node: 0, ..self },
+            crate::isolation::Level::Basic | crate::isolation::Level::Isolated => Self { node: 0, ..self },
             crate::isolation::Level::None => self,
         }
     }
@@ -140,8 +139,10 @@ impl Supervisor {
             std::fs::write(&path, text).map_err(Error::io("write invoker", &path))?;
         }
         let path_dirs = crate::instance::interpreter_dirs(&config.interpreters);
-        // Under `basic` the zygote runs in a broad sandbox that each child narrows.
-        let basic = config.isolation.sandboxed();
+        // Under `basic` the zygote runs in a broad sandbox that each child narrows; under
+        // `isolated` it has none (its children unshare and mount) and each child enters
+        // the whole sandbox itself.
+        let basic = config.isolation == crate::isolation::Level::Basic;
         let cgroups = match config.isolation.isolated() {
             true => {
                 // Every instance sees its own empty tmpfs at /tmp: what is under the host's

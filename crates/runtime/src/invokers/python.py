@@ -484,12 +484,20 @@ def _become(request, fds):
     read = os.environ.pop("GUST_SANDBOX_READ", None)
     write = os.environ.pop("GUST_SANDBOX_WRITE", None)
     tcp = os.environ.pop("GUST_SANDBOX_TCP", None)
+    isolate = os.environ.pop("GUST_ISOLATE", None)
+    seccomp = os.environ.pop("GUST_SECCOMP", None)
     if read is not None:
         # Isolation `basic`: narrow the zygote's sandbox to this function before any of
-        # its code runs. Unsandboxed is not an option: failing to, the child exits.
+        # its code runs; `isolated`: first its cgroup and namespaces, and the seccomp
+        # filter last (the zygote has none there: it must unshare and mount for its
+        # children). Unsandboxed is not an option: failing to, the child exits.
         try:
+            if isolate is not None:
+                _isolate(_json().loads(isolate))
             ports = None if tcp is None else [int(p) for p in tcp.split(",") if p]
             _landlock(read.split(":"), (write or "").split(":"), ports)
+            if seccomp is not None:
+                _seccomp(bytes.fromhex(seccomp))
         except Exception as e:
             sys.stderr.write("gust: could not enter the instance's sandbox: %s\n" % e)
             sys.stderr.flush()
@@ -561,6 +569,87 @@ def _landlock(read, write, tcp_ports=None):
         check(libc.syscall(restrict, ruleset, ctypes.c_uint(0)), "restrict")
     finally:
         os.close(ruleset)
+
+
+def _isolate(spec):
+    """Level `isolated`, in a zygote child: what gust's own launcher does between fork
+    and exec (spawn.rs). Joins the instance's cgroups, unshares its namespaces, mounts a
+    private / (propagation), /tmp and /dev/shm, sets the host name, and forks twice so
+    that the process going on is PID 2 of its PID namespace: this one waits outside (the
+    pid gust knows), the next is the namespace's init (its own /proc; it reaps orphans),
+    and only the third returns, to load the function."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(r, what):
+        if r != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+    for procs in spec["cgroups"]:
+        with open(procs, "w") as f:
+            f.write("0")
+    check(libc.unshare(spec["flags"]), "unshare")
+    ms_nosuid, ms_nodev, ms_noexec, ms_rec, ms_private = 2, 4, 8, 0x4000, 1 << 18
+    check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "private /")
+    for target in (b"/tmp", b"/dev/shm"):
+        check(libc.mount(b"tmpfs", target, b"tmpfs", ms_nosuid | ms_nodev, spec["tmpfs"].encode()), target.decode())
+    name = spec["hostname"].encode()
+    libc.sethostname(name, len(name))
+    init = os.fork()
+    if init:
+        _wait_then_exit(init, True)
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    check(libc.mount(b"proc", b"/proc", b"proc", ms_nosuid | ms_nodev | ms_noexec, None), "/proc")
+    function = os.fork()
+    if function:
+        _wait_then_exit(function, False)
+    libc.prctl(1, 9)
+
+
+def _wait_then_exit(child, outside):
+    """One of the two waiting processes of _isolate: holds no descriptor, waits for
+    `child` (the init reaps any other child too) and exits as it did; the one outside
+    ignores SIGTERM (it reaches the function through the process group) and re-raises
+    the signal the init reports as 128 + its number."""
+    import signal
+    os.closerange(0, 1 << 16)
+    if outside:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+    while True:
+        try:
+            pid, status = os.waitpid(child if outside else -1, 0)
+        except ChildProcessError:
+            os._exit(127)
+        if pid == child:
+            break
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+    else:
+        code = os.WEXITSTATUS(status)
+        if not outside or not 129 <= code < 160:
+            os._exit(code)
+        sig = code - 128
+    if outside:
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+
+
+def _seccomp(program):
+    """Installs gust's seccomp filter (a BPF program, 8 bytes an instruction)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    code = ctypes.create_string_buffer(program, len(program))
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Fprog(len(program) // 8, ctypes.cast(code, ctypes.c_void_p))
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "seccomp: %s" % os.strerror(err))
 
 
 def _run_child(work):
