@@ -12,7 +12,11 @@
 //!
 //! An instance's process joins its groups itself, between fork and exec, by writing `0`
 //! to each `cgroup.procs` (see `spawn.rs`), so not one instruction of the function runs
-//! outside its limits. Parents left by a gust that died are removed at the next start.
+//! outside its limits. The first move into a v1 hierarchy waits for an RCU grace period
+//! of the kernel (5–20 ms on a small VM), so a Python zygote's waiting child moves into a
+//! spare group of its own (`spare-<pid>`) while it waits, and only writes its function's
+//! limits there when it becomes one. Parents left by a gust that died are removed at the
+//! next start.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt as _;
@@ -125,29 +129,58 @@ impl Cgroups {
     /// # Errors
     /// The `io::Error` of creating a directory or writing a limit.
     pub fn create(&self, id: &str, limits: Limits) -> std::io::Result<Group> {
-        let dirs: Vec<PathBuf> = self.parents.iter().map(|p| p.join(id)).collect();
-        for d in &dirs {
+        let group = self.group(id, limits);
+        for d in &group.dirs {
             std::fs::create_dir(d)?;
         }
-        let group = Group { v2: self.v2, dirs, memory: limits.memory };
-        let quota = u64::from(limits.cpu_millis) * CPU_PERIOD_US / 1000;
-        if self.v2 {
-            let d = &group.dirs[0];
-            write(d, "memory.max", limits.memory)?;
-            // No swap: past the limit is out of memory, not slow.
-            let _ = std::fs::write(d.join("memory.swap.max"), "0");
-            std::fs::write(d.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
-            write(d, "pids.max", limits.processes)?;
-        } else {
-            let [memory, cpu, pids] = [&group.dirs[0], &group.dirs[1], &group.dirs[2]];
-            write(memory, "memory.limit_in_bytes", limits.memory)?;
-            // Present only with swap accounting; when it is, swap counts against the limit.
-            let _ = std::fs::write(memory.join("memory.memsw.limit_in_bytes"), limits.memory.to_string());
-            write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US)?;
-            write(cpu, "cpu.cfs_quota_us", quota)?;
-            write(pids, "pids.max", limits.processes)?;
+        for (i, file, value, required) in self.limit_files(limits) {
+            let path = group.dirs[i].join(file);
+            match std::fs::write(&path, &value) {
+                Err(e) if required => {
+                    return Err(std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
+                }
+                _ => {}
+            }
         }
         Ok(group)
+    }
+
+    /// The group named `name` below the parents, which a zygote child made and joined
+    /// itself (see `invokers/python.py`), to be removed with the instance.
+    pub fn adopt(&self, name: &str, limits: Limits) -> Group {
+        self.group(name, limits)
+    }
+
+    fn group(&self, name: &str, limits: Limits) -> Group {
+        Group { v2: self.v2, dirs: self.parents.iter().map(|p| p.join(name)).collect(), memory: limits.memory }
+    }
+
+    /// What a group with `limits` has written: (index of the parent, file, value,
+    /// whether it must succeed). Swap counts against the memory limit where the kernel
+    /// accounts it; past the limit is out of memory, not slow.
+    pub fn limit_files(&self, limits: Limits) -> Vec<(usize, &'static str, String, bool)> {
+        let quota = u64::from(limits.cpu_millis) * CPU_PERIOD_US / 1000;
+        if self.v2 {
+            vec![
+                (0, "memory.max", limits.memory.to_string(), true),
+                (0, "memory.swap.max", "0".into(), false),
+                (0, "cpu.max", format!("{quota} {CPU_PERIOD_US}"), true),
+                (0, "pids.max", limits.processes.to_string(), true),
+            ]
+        } else {
+            vec![
+                (0, "memory.limit_in_bytes", limits.memory.to_string(), true),
+                (0, "memory.memsw.limit_in_bytes", limits.memory.to_string(), false),
+                (1, "cpu.cfs_period_us", CPU_PERIOD_US.to_string(), true),
+                (1, "cpu.cfs_quota_us", quota.to_string(), true),
+                (2, "pids.max", limits.processes.to_string(), true),
+            ]
+        }
+    }
+
+    /// The parents' directories (one on v2; memory, cpu and pids on v1).
+    pub fn parents(&self) -> &[PathBuf] {
+        &self.parents
     }
 
     /// Removes this server's parents (their groups are gone by then).
@@ -156,11 +189,6 @@ impl Cgroups {
             remove_tree(p);
         }
     }
-}
-
-fn write(dir: &Path, file: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
-    std::fs::write(dir.join(file), value.to_string())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", dir.join(file).display())))
 }
 
 /// The path of gust's own group in the hierarchy whose controller list `is` accepts
@@ -187,7 +215,8 @@ fn sweep(base: &Path) {
     }
 }
 
-/// Removes a group and the groups below it, killing what still runs in them.
+/// Removes a group and the groups below it, killing what still runs in them. A group
+/// can only go once its last process has been reaped, so this waits for that, briefly.
 fn remove_tree(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -196,8 +225,15 @@ fn remove_tree(dir: &Path) {
             }
         }
     }
-    kill_members(dir);
-    let _ = std::fs::remove_dir(dir);
+    for _ in 0..100 {
+        kill_members(dir);
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
 }
 
 fn kill_members(dir: &Path) {

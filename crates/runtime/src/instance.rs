@@ -493,6 +493,13 @@ impl Instance {
         }
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
         let pid = launched.pid;
+        // A zygote child made and joined a group of its own; the one made here is not used.
+        let cgroup = match (&ctx.cgroups, launched.pooled, cgroup) {
+            (Some(cgroups), true, Some(_unused)) => {
+                Some(cgroups.adopt(&format!("spare-{pid}"), crate::cgroups::Limits::of(&spec.limits)))
+            }
+            (_, _, cgroup) => cgroup,
+        };
         let instance = Arc::new(Instance {
             id,
             revision: revision.clone(),
@@ -1032,10 +1039,13 @@ fn sandbox_env(
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         env.push(("GUST_SANDBOX_TCP".into(), ports.join(",").into()));
     }
-    if let Some(iso) = isolate {
+    if let (Some(iso), Some(cgroups)) = (isolate, &ctx.cgroups) {
         let text = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
+        // The child is (or now goes) in a spare group of its own; these are its limits.
+        let limits = cgroups.limit_files(crate::cgroups::Limits::of(&revision.spec.limits));
         let spec = serde_json::json!({
-            "cgroups": iso.cgroup_procs.iter().map(text).collect::<Vec<_>>(),
+            "parents": cgroups.parents(),
+            "limits": limits,
             "flags": iso.unshare_flags(),
             "hostname": text(&iso.hostname),
             "tmpfs": text(&iso.tmpfs),

@@ -163,7 +163,12 @@ impl Supervisor {
         let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
-                let env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
+                let mut env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
+                if let Some(cgroups) = &cgroups {
+                    // Its waiting children move into spare groups below these ahead of need.
+                    let parents = std::env::join_paths(cgroups.parents()).unwrap_or_default();
+                    env.push(("GUST_CGROUP_PARENTS".into(), parents));
+                }
                 let sandbox = match basic {
                     true => Some(Arc::new(crate::instance::zygote_sandbox(
                         &config.interpreters,
@@ -451,8 +456,8 @@ impl Supervisor {
         if let Some(s) = &self.ctx.node_spares {
             s.close();
         }
-        if let Some(c) = &self.ctx.cgroups {
-            c.close();
+        if let Some(c) = self.ctx.cgroups.clone() {
+            let _ = tokio::task::spawn_blocking(move || c.close()).await;
         }
     }
 }

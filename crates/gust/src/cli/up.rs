@@ -94,7 +94,7 @@ pub(crate) struct Up {
     /// Landlock ruleset and a seccomp filter per instance; Node's waiting processes are
     /// then not used) or `isolated` (also mount, PID, IPC, UTS and, for
     /// `network = "none"`, network namespaces, a private /tmp, and a cgroup capping
-    /// memory, CPU and processes; needs root; no warm pools: every instance starts fresh).
+    /// memory, CPU and processes; needs root; Node's waiting processes are not used).
     #[arg(long, env = "GUST_ISOLATION", default_value = "none")]
     isolation: String,
     /// Write the bound address here once ready (useful with port 0).

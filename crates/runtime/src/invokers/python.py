@@ -586,9 +586,14 @@ def _isolate(spec):
             err = ctypes.get_errno()
             raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
-    for procs in spec["cgroups"]:
-        with open(procs, "w") as f:
-            f.write("0")
+    groups = _spare_cgroup(spec["parents"])
+    for index, name, value, required in spec["limits"]:
+        try:
+            with open(os.path.join(groups[index], name), "w") as f:
+                f.write(value)
+        except OSError:
+            if required:
+                raise
     check(libc.unshare(spec["flags"]), "unshare")
     ms_nosuid, ms_nodev, ms_noexec, ms_rec, ms_private = 2, 4, 8, 0x4000, 1 << 18
     check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "private /")
@@ -605,6 +610,25 @@ def _isolate(spec):
     if function:
         _wait_then_exit(function, False)
     libc.prctl(1, 9)
+
+
+_spare = None
+
+
+def _spare_cgroup(parents):
+    """Makes and joins `spare-<pid>` below each of gust's cgroup parents, once: a waiting
+    child does it ahead of need, since the first move into a cgroup v1 hierarchy waits
+    for an RCU grace period of the kernel (milliseconds); gust adopts the group by that
+    name once the child becomes an instance."""
+    global _spare
+    if _spare is None:
+        groups = [os.path.join(p, "spare-%d" % os.getpid()) for p in parents]
+        for g in groups:
+            os.makedirs(g, exist_ok=True)
+            with open(os.path.join(g, "cgroup.procs"), "w") as f:
+                f.write("0")
+        _spare = groups
+    return _spare
 
 
 def _wait_then_exit(child, outside):
@@ -700,6 +724,13 @@ def _prefork(prctl):
 
         def wait_then_become():
             _child_setup(prctl)
+            parents = os.environ.get("GUST_CGROUP_PARENTS")
+            if parents:
+                try:
+                    _spare_cgroup(parents.split(":"))
+                except OSError:
+                    pass  # tried again when it becomes an instance, which fails if this does
+
             _rehearse()
             data, fds = _recv_request(theirs)
             if data is None:
