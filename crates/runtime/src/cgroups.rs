@@ -134,7 +134,8 @@ impl Cgroups {
             std::fs::create_dir(d)?;
         }
         for (i, file, value, required) in self.limit_files(limits) {
-            let path = group.dirs[i].join(file);
+            let Some(dir) = group.dirs.get(i) else { continue };
+            let path = dir.join(file);
             match std::fs::write(&path, &value) {
                 Err(e) if required => {
                     return Err(std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
@@ -264,18 +265,11 @@ impl Group {
 
     /// Whether the kernel's OOM killer has killed a process of this group.
     pub fn oom_killed(&self) -> bool {
-        let (dir, file) =
-            if self.v2 { (&self.dirs[0], "memory.events") } else { (&self.dirs[0], "memory.oom_control") };
+        // The memory group comes first on v1, and is the only one on v2.
+        let Some(dir) = self.dirs.first() else { return false };
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
         std::fs::read_to_string(dir.join(file)).is_ok_and(|t| {
             t.lines().filter_map(|l| l.strip_prefix("oom_kill ")).any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
-        })
-    }
-
-    /// Times the group was held back by its CPU quota.
-    pub fn throttled(&self) -> u64 {
-        let dir = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
-        std::fs::read_to_string(dir.join("cpu.stat")).map_or(0, |t| {
-            t.lines().filter_map(|l| l.strip_prefix("nr_throttled ")).find_map(|n| n.trim().parse().ok()).unwrap_or(0)
         })
     }
 }
