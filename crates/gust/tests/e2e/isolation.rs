@@ -348,11 +348,13 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     g.deploy("lp", &[("gust.toml", &manifest("lp", "lambda-python", "handler = \"app.handler\"")), ("app.py", lp)]);
     let r = g.call("POST", "/2015-03-31/functions/lp/invocations", b"{}", &[]);
     assert_eq!(r.json(), serde_json::json!([2, "lp"]), "{}", r.text());
-    // Java, built by javac at deploy, runs in its cgroup (the JVM sizes its heap from it).
-    g.cli_ok(&["new", "greeter", "--runtime", "java"]);
-    let out = g.cli(&["deploy", g.work.join("greeter").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(g.post("greeter", "abc").text(), "Hello, world! You sent: abc\n");
+    // Java (built by javac at deploy) and an exec program are held the same way.
+    let m = manifest("jprobe", "java", "handler = \"h.Probe\"\nbuild = \"javac -d classes src/h/*.java\"");
+    g.deploy("jprobe", &[("gust.toml", &m), ("src/h/Probe.java", JAVA_PROBE)]);
+    assert_eq!(g.post("jprobe", &db).text(), "AccessDeniedException 2 2");
+    let sh = "#!/bin/sh\ncat \"$1\" >/dev/null 2>&1 && echo db=ok || echo db=denied\necho pid=$$\n";
+    g.deploy("xprobe", &[("gust.toml", &manifest("xprobe", "exec", "handler = \"probe.sh\"")), ("probe.sh", sh)]);
+    assert_eq!(g.post("xprobe", &db).text(), "db=denied\npid=2\n");
 
     // Gone with the server: the instances' cgroups and their parent.
     let pid = g.pid();
@@ -365,6 +367,23 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Reads the file named in the body; reports how that went, how many processes it can
+/// see, and its own pid.
+const JAVA_PROBE: &str = r#"package h;
+import java.nio.file.*;
+public class Probe implements java.util.function.Function<String, String> {
+    public String apply(String db) {
+        String read;
+        try { Files.readAllBytes(Path.of(db)); read = "ok"; } catch (Exception e) { read = e.getClass().getSimpleName(); }
+        long seen;
+        try (var s = Files.list(Path.of("/proc"))) {
+            seen = s.filter(p -> p.getFileName().toString().matches("[0-9]+")).count();
+        } catch (Exception e) { seen = -1; }
+        return read + " " + seen + " " + ProcessHandle.current().pid();
+    }
+}
+"#;
 
 /// Directories up to `depth` levels below `dir`.
 fn walk(dir: std::path::PathBuf, depth: usize) -> Vec<String> {
