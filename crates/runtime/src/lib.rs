@@ -18,7 +18,8 @@
 //!   a loaded interpreter, and Node processes started ahead of need.
 //! - [`spawn`]: the process launch itself (environment, process group, rlimits, and at
 //!   level `isolated` the namespaces); [`sandbox`]: Landlock and seccomp; [`cgroups`]:
-//!   per-instance memory, CPU and process limits.
+//!   per-instance memory, CPU and process limits; `confine`: which of them an instance
+//!   gets, and what a zygote child is told to enter itself.
 //! - [`interpreters`]: finding `python3`, `node` and `bash` once at start-up.
 //! - [`logs`]: captured output lines and recent failed calls, per function.
 //! - [`build`]: deploy-time builds (dependencies, the manifest's `build` command) and their cache key.
@@ -28,6 +29,7 @@ pub mod body;
 pub mod build;
 mod capture;
 pub mod cgroups;
+mod confine;
 mod error;
 pub mod instance;
 pub mod interpreters;

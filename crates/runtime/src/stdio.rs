@@ -72,7 +72,7 @@ pub async fn call(
         sandbox: match instance.isolate {
             // Each call's process adds rules for its own /proc and /tmp to its ruleset
             // (see spawn.rs), so the ruleset is made for the call.
-            Some(_) => crate::instance::sandbox_for(&ctx, revision, &instance.dir, None)?,
+            Some(_) => crate::confine::sandbox_for(&ctx, revision, &instance.dir, None)?,
             None => instance.sandbox.clone(),
         },
         isolate: instance.isolate.clone(),

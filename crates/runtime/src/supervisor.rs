@@ -170,7 +170,7 @@ impl Supervisor {
                     env.push(("GUST_CGROUP_PARENTS".into(), parents));
                 }
                 let sandbox = match basic {
-                    true => Some(Arc::new(crate::instance::zygote_sandbox(
+                    true => Some(Arc::new(crate::confine::zygote_sandbox(
                         &config.interpreters,
                         &invokers_dir,
                         &config.data_dir,
