@@ -175,24 +175,32 @@ unsafe fn enter(iso: &Isolate) -> std::io::Result<()> {
             }
         }
         libc::sethostname(iso.hostname.as_ptr(), iso.hostname.as_bytes().len());
-        let init = fork_raw();
-        if init < 0 {
-            return Err(err());
-        }
-        if init > 0 {
-            wait_then_exit(init, true);
-        }
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        // Here, outside: wait for the init. In the init (PID 1): its own /proc.
+        fork_leaving_waiter(true)?;
         let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         if libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), proc_flags, none.cast()) != 0 {
             return Err(err());
         }
-        let function = fork_raw();
-        if function < 0 {
-            return Err(err());
+        // The init waits for the function, which goes on.
+        fork_leaving_waiter(false)?;
+    }
+    Ok(())
+}
+
+/// Forks; the parent becomes a waiting process ([`wait_then_exit`]) and never returns,
+/// the child (gone with it) goes on.
+///
+/// # Safety
+/// As [`enter`].
+unsafe fn fork_leaving_waiter(outside: bool) -> std::io::Result<()> {
+    // SAFETY (caller): raw clone, prctl and, in the parent, wait_then_exit.
+    unsafe {
+        let child = fork_raw();
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        if function > 0 {
-            wait_then_exit(function, false);
+        if child > 0 {
+            wait_then_exit(child, outside);
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
     }
