@@ -215,3 +215,25 @@ fn specs_stored_before_the_scaling_knobs_read_with_knative_defaults() {
     assert_eq!((old.scale.initial, old.scale.stable_window), (1, Duration::from_secs(60)));
     assert_eq!(old.scale.scale_to_zero_grace, Duration::from_secs(30));
 }
+
+#[test]
+fn cpu_is_read_as_kubernetes_writes_it_and_processes_has_a_floor() {
+    let cpu = |v: &str| {
+        Manifest::parse(&format!("name = \"c\"\nruntime = \"python\"\n[limits]\ncpu = {v}\n")).map(|s| s.limits.cpu)
+    };
+    assert_eq!(cpu("\"500m\"").unwrap(), Some(500));
+    assert_eq!(cpu("\"1.5\"").unwrap(), Some(1500));
+    assert_eq!(cpu("2").unwrap(), Some(2000));
+    assert_eq!(cpu("0.25").unwrap(), Some(250));
+    for bad in ["\"5m\"", "\"lots\"", "0", "true", "2000"] {
+        assert_eq!(fields(cpu(bad).unwrap_err()), vec!["limits.cpu"], "{bad}");
+    }
+    let spec = Manifest::parse("name = \"c\"\nruntime = \"python\"\n").unwrap();
+    assert_eq!((spec.limits.cpu, spec.limits.processes), (None, None));
+    let with = "name = \"c\"\nruntime = \"python\"\n[limits]\ncpu = \"250m\"\nprocesses = 32\n";
+    let spec = Manifest::parse(with).unwrap();
+    assert_eq!(spec.limits.processes, Some(32));
+    assert_eq!(Manifest::parse(&spec.to_toml()).unwrap(), spec);
+    let few = Manifest::parse("name = \"c\"\nruntime = \"python\"\n[limits]\nprocesses = 2\n").unwrap_err();
+    assert_eq!(fields(few), vec!["limits.processes"]);
+}
