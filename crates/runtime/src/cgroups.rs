@@ -49,6 +49,10 @@ pub const DEFAULT_PROCESSES: u32 = 256;
 const WAITERS: u32 = 2;
 
 impl Limits {
+    /// The defaults, for a group made before its function is known.
+    pub const DEFAULT: Self =
+        Self { memory: DEFAULT_MEMORY, cpu_millis: DEFAULT_CPU_MILLIS, processes: DEFAULT_PROCESSES + WAITERS };
+
     /// A function's limits, with the defaults where it sets none.
     pub fn of(limits: &gust_api::Limits) -> Self {
         Self {
@@ -150,6 +154,23 @@ impl Cgroups {
     /// itself (see `invokers/python.py`), to be removed with the instance.
     pub fn adopt(&self, name: &str, limits: Limits) -> Group {
         self.group(name, limits)
+    }
+
+    /// Gives `group` (a spare's, made with other limits) `limits`.
+    ///
+    /// # Errors
+    /// The `io::Error` of writing a limit that must be set.
+    pub fn set_limits(&self, group: &mut Group, limits: Limits) -> std::io::Result<()> {
+        for (i, file, value, required) in self.limit_files(limits) {
+            let Some(dir) = group.dirs.get(i) else { continue };
+            if let Err(e) = std::fs::write(dir.join(file), &value)
+                && required
+            {
+                return Err(e);
+            }
+        }
+        group.memory = limits.memory;
+        Ok(())
     }
 
     fn group(&self, name: &str, limits: Limits) -> Group {

@@ -172,3 +172,35 @@ pub(crate) fn sandbox_env(
     }
     env
 }
+
+/// How a Node spare is confined under `basic` and `isolated` (see `spares.rs`): it may
+/// read the system, the interpreters, gust's invokers and its code slot, and write its
+/// own directory; at `isolated` it also gets its namespaces (host name `gust`, the
+/// host's network: a function with `network = "none"` starts fresh) and a spare cgroup
+/// with the default limits, which a cold start replaces with the function's.
+pub(crate) fn spare_confinement(
+    interpreters: &Interpreters,
+    invokers: &Path,
+    cgroups: Option<Arc<crate::cgroups::Cgroups>>,
+) -> crate::spares::Confine {
+    let mut read = system_paths(interpreters);
+    read.push(invokers.to_path_buf());
+    Box::new(move |dir: &Path, slot: &Path| {
+        let mut readable: Vec<&Path> = read.iter().map(PathBuf::as_path).collect();
+        readable.push(slot);
+        let paths =
+            crate::sandbox::Paths { read: readable, write: vec![dir, Path::new("/dev/null")], tcp_only_to: None };
+        let sandbox = Arc::new(crate::sandbox::Sandbox::new(&paths)?);
+        let Some(cgroups) = &cgroups else { return Ok((Some(sandbox), None, None)) };
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let limits = crate::cgroups::Limits::DEFAULT;
+        let group = cgroups.create(&name, limits)?;
+        let isolate = spawn::Isolate {
+            cgroup_procs: group.procs_files(),
+            no_network: false,
+            hostname: c"gust".to_owned(),
+            tmpfs: std::ffi::CString::new(format!("mode=1777,size={}", limits.memory)).unwrap_or_default(),
+        };
+        Ok((Some(sandbox), Some(isolate), Some(group)))
+    })
+}

@@ -86,12 +86,13 @@ impl Drop for Ticket {
 /// of their runtime; `None` when they can be pooled (or the runtime has no pool).
 pub fn unpooled_reason(ctx: &Context, spec: &gust_api::FunctionSpec) -> Option<String> {
     let pooled = match spec.runtime {
-        Runtime::Node | Runtime::LambdaNode if ctx.isolation.sandboxed() => {
-            return Some(format!(
-                "isolation `{}`: Node instances start fresh so their sandbox is built for them (a waiting Node \
-                 process cannot narrow its own sandbox to one function yet)",
-                ctx.isolation.as_str()
-            ));
+        Runtime::Node | Runtime::LambdaNode
+            if ctx.isolation.sandboxed() && spec.network == gust_api::Network::None && ctx.node_spares.is_some() =>
+        {
+            return Some(
+                "network = \"none\": a waiting Node process was started with the network, and cannot drop it"
+                    .to_owned(),
+            );
         }
         Runtime::Python | Runtime::LambdaPython => ctx.zygote.is_some(),
         Runtime::Node | Runtime::LambdaNode => ctx.node_spares.is_some(),
@@ -266,6 +267,9 @@ pub struct Instance {
     pub isolate: Option<spawn::Isolate>,
     /// Its cgroup, at level `isolated`; removed with it.
     pub cgroup: Option<crate::cgroups::Group>,
+    /// The read-only copy of its code a confined spare loaded (see `spares.rs`);
+    /// removed with it.
+    code_slot: Option<PathBuf>,
 }
 
 /// The process behind an `http` instance.
@@ -339,6 +343,7 @@ impl Instance {
                 sandbox,
                 isolate,
                 cgroup,
+                code_slot: None,
             }));
         }
         let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
@@ -359,9 +364,14 @@ impl Instance {
         // A spare brings its own directory (socket and scratch), moved to this one's name.
         let spared = match &ctx.node_spares {
             Some(spares) if matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode) && poolable => {
-                Self::from_spare(spares, &dir, &env, &revision.code_dir, &secrets).await
+                Self::from_spare(ctx, spares, spec, &dir, &env, &revision.code_dir, &secrets).await
             }
             _ => None,
+        };
+        // A confined spare brings its code slot, and at `isolated` its own cgroup.
+        let (spared, code_slot, cgroup) = match spared {
+            Some((launched, slot, spare_group)) => (Some(launched), slot, spare_group.or(cgroup)),
+            None => (None, None, cgroup),
         };
         if spared.is_none() {
             make_dir()?;
@@ -374,7 +384,7 @@ impl Instance {
             && ctx.zygote.is_some()
             && matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython)
             && poolable;
-        let sandbox = if forks { None } else { sandbox_for(ctx, revision, &dir, runtime_api)? };
+        let sandbox = if forks || spared.is_some() { None } else { sandbox_for(ctx, revision, &dir, runtime_api)? };
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -495,7 +505,7 @@ impl Instance {
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
         let pid = launched.pid;
         // A zygote child made and joined a group of its own; the one made here is not used.
-        let cgroup = match (&ctx.cgroups, launched.pooled, cgroup) {
+        let cgroup = match (&ctx.cgroups, forks && launched.pooled, cgroup) {
             (Some(cgroups), true, Some(_unused)) => {
                 Some(cgroups.adopt(&format!("spare-{pid}"), crate::cgroups::Limits::of(&spec.limits)))
             }
@@ -518,6 +528,7 @@ impl Instance {
             sandbox: None,
             isolate,
             cgroup,
+            code_slot,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
@@ -559,6 +570,9 @@ impl Instance {
             // Whatever else is left in its group goes too.
             spawn::signal_group(pid, SIGKILL);
             let _ = std::fs::remove_dir_all(&watched.dir);
+            if let Some(slot) = &watched.code_slot {
+                let _ = std::fs::remove_dir_all(slot);
+            }
             on_exit(watched);
         });
         let target = match ready {
@@ -572,18 +586,33 @@ impl Instance {
     /// Takes a spare process of the runtime, if one is ready, and makes it this instance
     /// in `dir` (which must not exist yet). `None` when there is none or the hand-over
     /// failed; the instance then starts fresh.
+    /// Takes a spare and makes it this instance; with it come its code slot and (at
+    /// `isolated`) its cgroup, given the function's limits first.
     async fn from_spare(
+        ctx: &Context,
         spares: &crate::spares::Spares,
+        spec: &gust_api::FunctionSpec,
         dir: &Path,
         env: &[(String, OsString)],
         cwd: &Path,
         secrets: &crate::secrets::Secrets,
-    ) -> Option<Launched> {
-        let spare = spares.take()?;
+    ) -> Option<(Launched, Option<PathBuf>, Option<crate::cgroups::Group>)> {
+        let mut spare = spares.take()?;
+        let mut group = spare.cgroup.take();
+        let slot = spare.code_slot.clone();
+        if let (Some(cgroups), Some(g)) = (&ctx.cgroups, group.as_mut())
+            && let Err(e) = cgroups.set_limits(g, crate::cgroups::Limits::of(&spec.limits))
+        {
+            tracing::warn!(runtime = spares.runtime, error = %e, "could not limit a warm process; starting fresh");
+            return None;
+        }
         match spare.become_instance(dir, env, cwd, secrets).await {
-            Ok(child) => Some(Launched::from_child(child, true)),
+            Ok(child) => Some((Launched::from_child(child, true), slot, group)),
             Err(e) => {
                 tracing::warn!(runtime = spares.runtime, error = %e, "warm process hand-over failed; starting fresh");
+                if let Some(slot) = &slot {
+                    let _ = std::fs::remove_dir_all(slot);
+                }
                 None
             }
         }

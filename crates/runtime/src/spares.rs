@@ -9,6 +9,15 @@
 //! rlimits, `no_new_privs`, parent-death signal, an environment gust builds) and serves
 //! one function for its whole life: it is never handed back. Taken spares are replaced
 //! in the background, so taking one never waits for a start.
+//!
+//! Under isolation `basic` and `isolated` a spare starts inside its sandbox, which it
+//! cannot narrow later: it may read the system, the interpreters, gust's invokers and an
+//! empty *code slot* beside its directory (`<dir>.code`, read-only), and write only its
+//! directory. When it becomes an instance, gust fills the slot with hard links to the
+//! revision's code (a copy where links cannot be made) and the function loads from
+//! there; so no spare ever sees another function's code, and its own stays read-only.
+//! At `isolated` it also starts in its namespaces and a spare cgroup, whose limits are
+//! set to the function's when it is taken.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -32,6 +41,10 @@ pub struct Spare {
     stdin: Option<ChildStdin>,
     /// Its directory: `sock` (bound) and `scratch`. Renamed to the instance's on take.
     dir: PathBuf,
+    /// Under a sandbox: the read-only directory its function's code is linked into.
+    pub code_slot: Option<PathBuf>,
+    /// At `isolated`: its cgroup, given the function's limits when taken.
+    pub cgroup: Option<crate::cgroups::Group>,
 }
 
 impl Spare {
@@ -58,8 +71,15 @@ impl Spare {
         self.dir = dir.to_path_buf();
         // Before the process learns who it is, so its code finds them at once.
         secrets.write_files(&dir.join("scratch")).map_err(std::io::Error::other)?;
-        let env: serde_json::Map<String, serde_json::Value> =
+        let mut env: serde_json::Map<String, serde_json::Value> =
             env.iter().map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned().into())).collect();
+        let mut cwd = cwd.to_path_buf();
+        if let Some(slot) = self.code_slot.clone() {
+            let (code, into) = (cwd.clone(), slot.clone());
+            tokio::task::spawn_blocking(move || link_tree(&code, &into)).await.map_err(std::io::Error::other)??;
+            env.insert("GUST_CODE".into(), slot.to_string_lossy().into_owned().into());
+            cwd = slot;
+        }
         let mut msg = serde_json::json!({ "env": env, "cwd": cwd.to_string_lossy() }).to_string();
         msg.push('\n');
         let mut stdin = self.stdin.take().ok_or_else(|| std::io::Error::other("already specialised"))?;
@@ -67,6 +87,25 @@ impl Spare {
         stdin.shutdown().await?;
         self.child.take().ok_or_else(|| std::io::Error::other("already specialised"))
     }
+}
+
+/// Fills `slot` with `code`'s tree: directories made, files hard-linked (copied where a
+/// link cannot be made, as across file systems), symbolic links recreated.
+fn link_tree(code: &Path, slot: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(code)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), slot.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir(&to)?;
+            link_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Spare {
@@ -77,12 +116,28 @@ impl Drop for Spare {
                 spawn::signal_group(pid, SIGKILL);
             }
             let _ = std::fs::remove_dir_all(&self.dir);
+            if let Some(slot) = &self.code_slot {
+                let _ = std::fs::remove_dir_all(slot);
+            }
         }
     }
 }
 
+/// How a spare is confined, given its directory and its code slot: its sandbox, and at
+/// `isolated` its namespaces and cgroup.
+pub type Confine = Box<
+    dyn Fn(
+            &Path,
+            &Path,
+        ) -> std::io::Result<(
+            Option<Arc<crate::sandbox::Sandbox>>,
+            Option<spawn::Isolate>,
+            Option<crate::cgroups::Group>,
+        )> + Send
+        + Sync,
+>;
+
 /// A runtime's pool of spares.
-#[derive(Debug)]
 pub struct Spares {
     /// The runtime's name, for messages.
     pub runtime: &'static str,
@@ -95,6 +150,18 @@ pub struct Spares {
     ready: Mutex<VecDeque<Spare>>,
     wanted: Notify,
     closed: AtomicBool,
+    /// Under a sandbox: how each spare is confined.
+    confine: Option<Confine>,
+}
+
+impl std::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spares")
+            .field("runtime", &self.runtime)
+            .field("size", &self.size)
+            .field("confined", &self.confine.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Spares {
@@ -107,6 +174,7 @@ impl Spares {
         size: usize,
         run_dir: PathBuf,
         extra_path: Vec<PathBuf>,
+        confine: Option<Confine>,
     ) -> Self {
         Self {
             runtime,
@@ -118,7 +186,13 @@ impl Spares {
             ready: Mutex::new(VecDeque::new()),
             wanted: Notify::new(),
             closed: AtomicBool::new(false),
+            confine,
         }
+    }
+
+    /// Whether its spares start sandboxed (and take their code through a slot).
+    pub fn confined(&self) -> bool {
+        self.confine.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Spare>> {
@@ -176,24 +250,35 @@ impl Spares {
         let mut env = spawn::base_env(&scratch, &self.extra_path);
         // Where it calls itself once to warm up.
         env.push(("GUST_SOCKET".to_owned(), socket.into()));
-        let launched = spawn::spawn(Launch {
-            program: self.program.clone(),
-            args: self.args.clone(),
-            env,
-            cwd: dir.clone(),
-            listen_fd: Some(OwnedFd::from(listener)),
-            stdin: true,
-            sandbox: None,
-            isolate: None,
+        let code_slot = self.confine.as_ref().map(|_| dir.with_extension("code"));
+        let confined = match (&self.confine, &code_slot) {
+            (Some(confine), Some(slot)) => std::fs::create_dir(slot).and_then(|()| confine(&dir, slot)),
+            _ => Ok((None, None, None)),
+        };
+        let launched = confined.and_then(|(sandbox, isolate, cgroup)| {
+            let child = spawn::spawn(Launch {
+                program: self.program.clone(),
+                args: self.args.clone(),
+                env,
+                cwd: dir.clone(),
+                listen_fd: Some(OwnedFd::from(listener)),
+                stdin: true,
+                sandbox,
+                isolate,
+            })?;
+            Ok((child, cgroup))
         });
-        let mut child = match launched {
-            Ok(child) => child,
+        let (mut child, cgroup) = match launched {
+            Ok(started) => started,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
+                if let Some(slot) = &code_slot {
+                    let _ = std::fs::remove_dir_all(slot);
+                }
                 return Err(e);
             }
         };
         let stdin = child.stdin.take();
-        Ok(Spare { child: Some(child), stdin, dir })
+        Ok(Spare { child: Some(child), stdin, dir, code_slot, cgroup })
     }
 }

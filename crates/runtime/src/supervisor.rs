@@ -73,17 +73,6 @@ impl WarmPools {
     /// Every pool off.
     pub const OFF: Self = Self { python: 0, node: 0 };
 
-    /// The pools that run at isolation `level`: under `basic` Node's waiting processes
-    /// are not used (they cannot narrow their own sandbox to one function); the Python
-    /// zygote's children narrow theirs (and at `isolated` also enter their cgroup and
-    /// namespaces).
-    pub fn under(self, level: crate::isolation::Level) -> Self {
-        match level {
-            crate::isolation::Level::Basic | crate::isolation::Level::Isolated => Self { node: 0, ..self },
-            crate::isolation::Level::None => self,
-        }
-    }
-
     /// The default size of each pool: one waiting process per core, at most four. A
     /// burst of cold starts beyond that forks (Python) or starts fresh (Node) while the
     /// pool refills. A waiting Node process holds about 40 MB; a waiting Python child
@@ -159,7 +148,7 @@ impl Supervisor {
             }
             false => None,
         };
-        let pools = config.pools.under(config.isolation);
+        let pools = config.pools;
         let zygote = match (&config.interpreters.python.path, pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
@@ -191,14 +180,21 @@ impl Supervisor {
             _ => None,
         };
         let node_spares = match (&config.interpreters.node.path, pools.node) {
-            (Some(node), n) if n > 0 => Some(Arc::new(crate::spares::Spares::new(
-                "node",
-                node.clone(),
-                vec![invokers_dir.join("node.js").into(), "--generic".into()],
-                usize::try_from(n).unwrap_or(usize::MAX),
-                run_dir.clone(),
-                path_dirs,
-            ))),
+            (Some(node), n) if n > 0 => {
+                let confine = config
+                    .isolation
+                    .sandboxed()
+                    .then(|| crate::confine::spare_confinement(&config.interpreters, &invokers_dir, cgroups.clone()));
+                Some(Arc::new(crate::spares::Spares::new(
+                    "node",
+                    node.clone(),
+                    vec![invokers_dir.join("node.js").into(), "--generic".into()],
+                    usize::try_from(n).unwrap_or(usize::MAX),
+                    run_dir.clone(),
+                    path_dirs,
+                    confine,
+                )))
+            }
             _ => None,
         };
         let logs_dir = config.data_dir.join("logs");

@@ -118,7 +118,7 @@ impl Up {
             );
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
-        let pools = config.pools.under(config.isolation);
+        let pools = config.pools;
         println!(
             "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
             pools.python, pools.node
