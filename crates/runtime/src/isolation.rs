@@ -95,6 +95,39 @@ pub const BASIC: &[&str] = &[
     "seccomp (ptrace, mount, kexec, bpf, keyctl, modules, namespaces, clock setting refused)",
 ];
 
+/// The strongest level this host allows for a server whose data directory is `data`,
+/// and, when that is not `isolated`, why not (for `gust up` to say).
+pub fn strongest(data: &Path) -> (Level, Option<String>) {
+    let why_not = match Level::parse("isolated") {
+        Ok(_) if under_tmp(data) => format!(
+            "not `isolated`: the data directory {} is under /tmp, which each instance would see as its own",
+            data.display()
+        ),
+        Ok(_) if !cgroup_controllers() => "not `isolated`: no memory, cpu and pids cgroup controllers".to_owned(),
+        Ok(level) => return (level, None),
+        Err(e) => format!("not `isolated`: {e}"),
+    };
+    match Level::parse("basic") {
+        Ok(level) => (level, Some(why_not)),
+        Err(e) => (Level::None, Some(format!("{why_not}; not `basic`: {e}"))),
+    }
+}
+
+fn under_tmp(data: &Path) -> bool {
+    let real = data.canonicalize().ok().or_else(|| data.parent().and_then(|p| p.canonicalize().ok()));
+    real.as_deref().unwrap_or(data).starts_with("/tmp")
+}
+
+/// Whether the memory, cpu and pids controllers are there (v2: enabled at the root; v1:
+/// mounted where gust looks for them).
+fn cgroup_controllers() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    match std::fs::read_to_string(root.join("cgroup.controllers")) {
+        Ok(list) => ["memory", "cpu", "pids"].iter().all(|c| list.split_whitespace().any(|l| l == *c)),
+        Err(_) => ["memory", "cpu", "pids"].iter().all(|c| root.join(c).join("cgroup.procs").exists()),
+    }
+}
+
 /// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -8,6 +8,7 @@ pub use gust_gateway::GatewayConfig;
 pub use gust_gateway::outbound::OutboundPolicy;
 pub use gust_runtime::interpreters::InterpreterSettings;
 pub use gust_runtime::isolation::Level as IsolationLevel;
+pub use gust_runtime::isolation::strongest as strongest_isolation;
 pub use gust_runtime::{HostLimits, WarmPools};
 pub use gust_store::Retention;
 

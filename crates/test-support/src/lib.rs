@@ -108,6 +108,9 @@ impl Gust {
             .arg("--ready-file")
             .arg(&ready)
             .env("GUST_LOG", "info")
+            // Tests pick their level; most test mechanisms at `none` (the default, `auto`,
+            // has its own test).
+            .env("GUST_ISOLATION", "none")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());
         for (k, v) in env {

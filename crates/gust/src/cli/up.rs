@@ -91,11 +91,11 @@ pub(crate) struct Up {
     #[arg(long, env = "GUST_LOG_CALL_MAX", default_value = "1Mi")]
     log_call_max: String,
     /// How instances are confined: `none` (process hygiene only), `basic` (also a
-    /// Landlock ruleset and a seccomp filter per instance; Node's waiting processes are
-    /// then not used) or `isolated` (also mount, PID, IPC, UTS and, for
-    /// `network = "none"`, network namespaces, a private /tmp, and a cgroup capping
-    /// memory, CPU and processes; needs root; Node's waiting processes are not used).
-    #[arg(long, env = "GUST_ISOLATION", default_value = "none")]
+    /// Landlock ruleset and a seccomp filter per instance), `isolated` (also mount, PID,
+    /// IPC, UTS and, for `network = "none"`, network namespaces, a private /tmp, and a
+    /// cgroup capping memory, CPU and processes; needs root), or `auto`: the strongest
+    /// this host allows (and `gust up` says why not a stronger one).
+    #[arg(long, env = "GUST_ISOLATION", default_value = "auto")]
     isolation: String,
     /// Write the bound address here once ready (useful with port 0).
     #[arg(long)]
@@ -118,6 +118,11 @@ impl Up {
             );
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
+        if self.isolation == "auto" {
+            let why = gust_server::config::strongest_isolation(&config.data_dir).1;
+            let why = why.map_or_else(String::new, |w| format!("; {w}"));
+            println!("             the strongest this host allows (--isolation auto){why}");
+        }
         let pools = config.pools;
         println!(
             "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
@@ -176,9 +181,6 @@ impl Up {
         if self.max_instances == 0 {
             problems.push("--max-instances: must be at least 1".to_owned());
         }
-        let isolation = gust_server::config::IsolationLevel::parse(&self.isolation)
-            .map_err(|e| problems.push(format!("--isolation: {e}")))
-            .unwrap_or_default();
         let pools = parse_pools(&self.pool).map_err(|e| problems.push(format!("--pool: {e}"))).unwrap_or_default();
         let max_age = parse_duration(&self.revision_max_age)
             .map_err(|e| problems.push(format!("--revision-max-age: {e}")))
@@ -196,7 +198,14 @@ impl Up {
         let outbound = gust_server::config::OutboundPolicy::parse(&self.outbound_allow)
             .map_err(|e| problems.push(format!("--outbound-allow: {e}")))
             .unwrap_or_default();
-        let data = match self.data.clone().or_else(default_data_dir) {
+        let data_choice = self.data.clone().or_else(default_data_dir);
+        let isolation = match (self.isolation.as_str(), &data_choice) {
+            ("auto", Some(data)) => gust_server::config::strongest_isolation(data).0,
+            (text, _) => gust_server::config::IsolationLevel::parse(text)
+                .map_err(|e| problems.push(format!("--isolation: {e}")))
+                .unwrap_or_default(),
+        };
+        let data = match data_choice {
             Some(d) => d,
             None => {
                 problems.push("HOME is not set: pass --data or GUST_DATA".to_owned());

@@ -148,7 +148,40 @@ fn under_basic_hostile_functions_are_refused_in_every_runtime_and_the_server_kee
 }
 
 #[test]
-fn the_default_level_is_reported_and_an_unknown_one_or_a_data_directory_under_tmp_is_refused() {
+fn the_default_level_is_the_strongest_the_host_allows_and_an_unknown_one_or_a_data_directory_under_tmp_is_refused() {
+    // With no --isolation: this host (root, Landlock, seccomp, namespaces, cgroups) allows
+    // `isolated`, unless the data directory is under /tmp; then `basic`, saying why.
+    let strongest = |dir: &std::path::Path| {
+        let mut out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["up", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir)
+            .env_remove("GUST_ISOLATION")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(out.stdout.take().unwrap());
+        let mut banner = String::new();
+        while !banner.contains("pools:") {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() == 0 {
+                break;
+            }
+            banner.push_str(&line);
+        }
+        let _ = out.kill();
+        let _ = out.wait();
+        banner
+    };
+    let var = tempfile::Builder::new().prefix("gust-e2e-").tempdir_in("/var/tmp").unwrap();
+    let banner = strongest(&var.path().join("data"));
+    assert!(banner.contains("isolation: isolated ("), "{banner}");
+    assert!(banner.contains("the strongest this host allows (--isolation auto)\n"), "{banner}");
+    let tmp = tempfile::Builder::new().prefix("gust-e2e-").tempdir().unwrap();
+    let banner = strongest(&tmp.path().join("data"));
+    assert!(banner.contains("isolation: basic ("), "{banner}");
+    assert!(banner.contains("not `isolated`: the data directory") && banner.contains("is under /tmp"), "{banner}");
+
     let g = gust();
     assert_eq!(g.call("GET", "/api/v1/info", b"", &[]).json()["isolation"]["level"], "none");
     let up = |level: &str| {
