@@ -120,6 +120,9 @@ pub struct FunctionDetail {
     pub scaling: Vec<RevisionScale>,
     /// The most recent failed calls, newest first.
     pub recent_errors: Vec<CallError>,
+    /// How its instances are confined at the server's isolation level, in words.
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// The autoscaler's view of one revision.

@@ -263,6 +263,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let scaling = gw.supervisor.scaling(name);
     let instances = gw.supervisor.instances(name);
     let detail = FunctionDetail {
+        isolation: gust_runtime::isolation::confinement(gw.supervisor.isolation(), &serving.spec),
         name: name.to_owned(),
         url: gw.function_url(name),
         spec: serving.spec.clone(),

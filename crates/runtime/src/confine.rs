@@ -7,7 +7,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gust_api::{Protocol, Runtime};
 use gust_store::Revision;
 
 use crate::instance::Context;
@@ -72,10 +71,8 @@ pub(crate) fn sandbox_paths(ctx: &Context, revision: &Revision, dir: &Path) -> (
 }
 
 /// At level `isolated`: the instance's cgroup (created here, with its limits) and the
-/// namespaces its process enters. A network namespace is made for `network = "none"`
-/// where gust reaches the function over a Unix socket or pipes; a Lambda client (its
-/// Runtime API is on loopback TCP) and an `exec` server (it may serve on `PORT`) keep
-/// the host's network, fenced by the sandbox's TCP rules instead.
+/// namespaces its process enters (a network one as
+/// [`crate::isolation::own_network_namespace`] says).
 pub(crate) fn isolation_for(
     ctx: &Context,
     spec: &gust_api::FunctionSpec,
@@ -87,9 +84,7 @@ pub(crate) fn isolation_for(
         function: spec.name.to_string(),
         detail: format!("cannot create its {}: {e}", cgroups.version()),
     })?;
-    let own_net = spec.network == gust_api::Network::None
-        && !spec.runtime.is_lambda()
-        && (spec.runtime != Runtime::Exec || spec.protocol == Protocol::Stdio);
+    let own_net = crate::isolation::own_network_namespace(spec);
     let isolate = spawn::Isolate {
         cgroup_procs: group.procs_files(),
         no_network: own_net,

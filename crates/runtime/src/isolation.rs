@@ -95,6 +95,43 @@ pub const BASIC: &[&str] = &[
     "seccomp (ptrace, mount, kexec, bpf, keyctl, modules, namespaces, clock setting refused)",
 ];
 
+/// Whether, at `isolated`, instances of `spec` get a network namespace of their own: for
+/// `network = "none"` where gust reaches the function over a Unix socket or pipes. A
+/// Lambda client (its Runtime API is on loopback TCP) and an `exec` HTTP server (it may
+/// serve on `PORT`) keep the host's network, fenced by `basic`'s TCP rules instead.
+pub fn own_network_namespace(spec: &gust_api::FunctionSpec) -> bool {
+    spec.network == gust_api::Network::None
+        && !spec.runtime.is_lambda()
+        && (spec.runtime != gust_api::Runtime::Exec || spec.protocol == gust_api::Protocol::Stdio)
+}
+
+/// How instances of `spec` are confined at `level`, in words (for `gust describe`).
+pub fn confinement(level: Level, spec: &gust_api::FunctionSpec) -> String {
+    let no_net = spec.network == gust_api::Network::None;
+    match level {
+        Level::None => "none: own process group, environment and scratch directory, rlimits".to_owned(),
+        Level::Basic => format!(
+            "basic: Landlock (its code and the system read-only, its directory writable), seccomp{}",
+            if no_net { "; network none: no TCP bind or connect" } else { "" }
+        ),
+        Level::Isolated => {
+            let limits = crate::cgroups::Limits::of(&spec.limits);
+            let net = match (no_net, own_network_namespace(spec)) {
+                (false, _) => "the host's network",
+                (true, true) => "a network namespace of its own (no network)",
+                (true, false) => "no TCP bind or connect (Landlock; it keeps the host's network namespace)",
+            };
+            format!(
+                "isolated: Landlock, seccomp, PID, mount, IPC and UTS namespaces, private /tmp; {net}; cgroup: \
+                 memory {}, cpu {}m, processes {}",
+                gust_api::quantity::format_bytes(limits.memory),
+                limits.cpu_millis,
+                spec.limits.processes.unwrap_or(crate::cgroups::DEFAULT_PROCESSES)
+            )
+        }
+    }
+}
+
 /// The strongest level this host allows for a server whose data directory is `data`,
 /// and, when that is not `isolated`, why not (for `gust up` to say).
 pub fn strongest(data: &Path) -> (Level, Option<String>) {

@@ -423,6 +423,11 @@ impl Supervisor {
         }
     }
 
+    /// How instances are confined.
+    pub fn isolation(&self) -> crate::isolation::Level {
+        self.ctx.isolation
+    }
+
     /// Refuses new calls, waits up to `grace` for calls in flight, then stops every
     /// instance and waits (briefly) for them to exit.
     pub async fn shutdown(&self, grace: Duration) {

@@ -29,6 +29,9 @@ impl Describe {
         println!("Name:     {}", d.name);
         println!("URL:      {}", d.url);
         println!("Runtime:  {}", d.spec.runtime);
+        if !d.isolation.is_empty() {
+            println!("Isolation: {}", d.isolation);
+        }
         println!("\nRevisions:");
         let revs: Vec<[String; 5]> = d
             .revisions

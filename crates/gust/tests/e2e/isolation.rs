@@ -140,8 +140,9 @@ fn under_basic_hostile_functions_are_refused_in_every_runtime_and_the_server_kee
     // from a waiting process that was sandboxed from the start and got its code through
     // its read-only slot.
     for f in ["py", "js"] {
-        let s = &g.describe(f)["scaling"][0];
-        assert_eq!(s["pooled_starts"], 1, "{f}: {s}");
+        let d = g.describe(f);
+        assert_eq!(d["scaling"][0]["pooled_starts"], 1, "{f}: {d}");
+        assert!(d["isolation"].as_str().unwrap().starts_with("basic: Landlock"), "{d}");
     }
     // The victim and the server are unharmed.
     assert_eq!(g.get("victim").text(), "secret sauce");
@@ -306,6 +307,14 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
         "{o}"
     );
     assert_eq!(g.describe("probe")["scaling"][0]["pooled_starts"], 1);
+    // `gust describe` says how it is confined, with its limits.
+    let text = g.cli_ok(&["describe", "probe"]);
+    assert!(
+        text.contains("Isolation: isolated: ") && text.contains("cgroup: memory 64Mi, cpu 100m, processes 16"),
+        "{text}"
+    );
+    let offline = g.describe("offline")["isolation"].as_str().unwrap().to_owned();
+    assert!(offline.contains("a network namespace of its own"), "{offline}");
     assert!(o["interfaces"].as_array().unwrap().len() > 1, "the host's network: {o}");
     assert_eq!(o["udp"], "sent", "{o}");
     // Another function's /tmp is its own: nothing of the first is visible there.
