@@ -173,6 +173,7 @@ async fn run_steps(
             stdin: false,
             sandbox: None,
             isolate: None,
+            cpu_seconds: None,
         };
         let failed = |message: String, tail: Vec<String>| Error::BuildFailed {
             function: function.to_owned(),

@@ -492,6 +492,7 @@ impl Instance {
             stdin: false,
             sandbox,
             isolate: isolate.clone(),
+            cpu_seconds: None,
         };
         let launched = match (spared, &ctx.zygote) {
             (Some(spared), _) => Ok(spared),
@@ -893,6 +894,7 @@ async fn check_shell_syntax(
         stdin: false,
         sandbox: None,
         isolate: None,
+        cpu_seconds: None,
     };
     let child = spawn::spawn(launch).map_err(|e| format!("cannot run `{}`: {e}", shell.display()))?;
     let pid = child.id().unwrap_or(0);

@@ -84,7 +84,7 @@ pub const APPLIED: &[&str] = &[
     "process group (killed as a whole)",
     "environment built by gust",
     "private scratch directory",
-    "rlimits (no core dumps, 4096 open files)",
+    "rlimits (no core dumps, 4096 open files, 16384 processes of gust's user, a one-call process's deadline in CPU seconds)",
     "killed with gust (parent-death signal)",
     "no_new_privs (no privilege gain through setuid or file capabilities)",
 ];

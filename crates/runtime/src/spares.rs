@@ -265,6 +265,7 @@ impl Spares {
                 stdin: true,
                 sandbox,
                 isolate,
+                cpu_seconds: None,
             })?;
             Ok((child, cgroup))
         });

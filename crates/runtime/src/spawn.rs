@@ -20,6 +20,31 @@ pub const LISTEN_FD: i32 = 3;
 /// The open-file cap of every instance.
 pub const MAX_OPEN_FILES: u64 = 4096;
 
+/// `RLIMIT_NPROC` of every process gust starts: processes and threads of gust's user, all
+/// together (the kernel counts per user, not per process tree, and ignores it for root),
+/// so it is set high enough for a desktop user's other programs: a backstop against a
+/// fork bomb taking the machine, not a per-instance limit (the cgroup is, at `isolated`).
+pub const MAX_USER_PROCESSES: u64 = 16_384;
+
+/// The rlimits of a process gust starts: no core dumps, [`MAX_OPEN_FILES`],
+/// [`MAX_USER_PROCESSES`], and for a one-call process `cpu_seconds` of CPU time (SIGXCPU
+/// at the soft limit, SIGKILL a second later): its call cannot use more CPU than its
+/// deadline allows, even on several threads. Long-lived instances get no CPU-time limit,
+/// which would count every call they ever served.
+fn rlimits(cpu_seconds: Option<u64>) -> [(libc::__rlimit_resource_t, libc::rlimit); 4] {
+    let both = |n: u64| libc::rlimit { rlim_cur: n, rlim_max: n };
+    let cpu = match cpu_seconds {
+        Some(s) => libc::rlimit { rlim_cur: s, rlim_max: s.saturating_add(1) },
+        None => both(libc::RLIM_INFINITY),
+    };
+    [
+        (libc::RLIMIT_CORE, both(0)),
+        (libc::RLIMIT_NOFILE, both(MAX_OPEN_FILES)),
+        (libc::RLIMIT_NPROC, both(MAX_USER_PROCESSES)),
+        (libc::RLIMIT_CPU, cpu),
+    ]
+}
+
 /// Everything needed to start one process.
 #[derive(Debug)]
 pub struct Launch {
@@ -39,6 +64,8 @@ pub struct Launch {
     pub sandbox: Option<std::sync::Arc<crate::sandbox::Sandbox>>,
     /// The namespaces and cgroup of level `isolated`, if any.
     pub isolate: Option<Isolate>,
+    /// CPU seconds the process may use, for a one-call (`stdio`) process.
+    pub cpu_seconds: Option<u64>,
 }
 
 /// What a process enters at level `isolated`, prepared before the fork.
@@ -64,6 +91,7 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
     // Prepared here, so the child only passes them to two syscalls.
     let sandbox = launch.sandbox.as_ref().map(|s| (s.ruleset_fd(), s.filter(), s.handled()));
     let isolate = launch.isolate.clone();
+    let limits = rlimits(launch.cpu_seconds);
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
     // syscalls (dup2, fcntl, setrlimit, prctl, and in `enter` open, write, unshare, mount,
     // clone, waitpid) on integers and C strings captured by value; it does not allocate,
@@ -80,10 +108,9 @@ pub fn spawn(launch: Launch) -> std::io::Result<tokio::process::Child> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            let files = libc::rlimit { rlim_cur: MAX_OPEN_FILES, rlim_max: MAX_OPEN_FILES };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &files);
+            for (resource, limit) in &limits {
+                libc::setrlimit(*resource, limit);
+            }
             // Best effort: fires when the thread that forked exits, and tokio's worker
             // threads live as long as the server.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
@@ -285,9 +312,7 @@ pub fn spawn_call(launch: Launch) -> std::io::Result<tokio::process::Child> {
     }
     let child = command(&launch).spawn()?;
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        let files = libc::rlimit { rlim_cur: MAX_OPEN_FILES, rlim_max: MAX_OPEN_FILES };
-        for (resource, limit) in [(libc::RLIMIT_CORE, no_core), (libc::RLIMIT_NOFILE, files)] {
+        for (resource, limit) in rlimits(launch.cpu_seconds) {
             // SAFETY: prlimit(2) reads `limit`, a valid rlimit on the stack, and writes
             // nothing (the old-limit pointer is null). A child that already exited makes
             // it fail with ESRCH, which is harmless.

@@ -76,6 +76,8 @@ pub async fn call(
             None => instance.sandbox.clone(),
         },
         isolate: instance.isolate.clone(),
+        // One call's process: no more CPU than its deadline leaves, on any number of threads.
+        cpu_seconds: Some(spec.limits.timeout.as_secs().saturating_add(1)),
     };
     // A sandbox is entered between fork and exec, which posix_spawn has no room for.
     let spawned = if launch.sandbox.is_some() || launch.isolate.is_some() {

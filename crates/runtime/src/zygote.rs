@@ -138,6 +138,7 @@ impl Zygote {
             stdin: false,
             sandbox: self.sandbox.clone(),
             isolate: None,
+            cpu_seconds: None,
         })
         .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
         let pid = child.id().unwrap_or(0);

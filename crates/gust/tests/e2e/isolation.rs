@@ -384,10 +384,17 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     g.deploy("js", &[("gust.toml", &manifest("js", "node", "")), ("handler.js", js)]);
     assert_eq!(g.post("js", "").json(), serde_json::json!({"pid": 2, "host": "gust", "write": "EACCES"}));
     assert_eq!(g.describe("js")["scaling"][0]["pooled_starts"], 1);
-    let sh = "#!/bin/sh\necho \"pid=$$ host=$(cat /proc/sys/kernel/hostname)\"\nls /tmp | wc -l\n";
+    let sh = "#!/bin/sh\necho \"pid=$$ host=$(cat /proc/sys/kernel/hostname)\"\nls /tmp | wc -l\ngrep -E '^Max (cpu time|processes|open files|core)' /proc/self/limits | tr -s ' '\n";
     g.deploy("sh", &[("gust.toml", &manifest("sh", "shell", "")), ("handler.sh", sh)]);
     let r = g.post("sh", "");
-    assert_eq!(r.text(), "pid=2 host=sh\n0\n", "{}", r.text());
+    // And the rlimits of a one-call process: no more CPU seconds than its deadline.
+    assert_eq!(
+        r.text(),
+        "pid=2 host=sh\n0\nMax cpu time 61 62 seconds \nMax core file size 0 0 bytes \n\
+         Max processes 16384 16384 processes \nMax open files 4096 4096 files \n",
+        "{}",
+        r.text()
+    );
     let lp = "import os, socket\ndef handler(event, context):\n    return [os.getpid(), socket.gethostname()]\n";
     g.deploy("lp", &[("gust.toml", &manifest("lp", "lambda-python", "handler = \"app.handler\"")), ("app.py", lp)]);
     let r = g.call("POST", "/2015-03-31/functions/lp/invocations", b"{}", &[]);
