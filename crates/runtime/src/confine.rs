@@ -186,7 +186,9 @@ pub(crate) fn spare_confinement(
         let paths =
             crate::sandbox::Paths { read: readable, write: vec![dir, Path::new("/dev/null")], tcp_only_to: None };
         let sandbox = Arc::new(crate::sandbox::Sandbox::new(&paths)?);
-        let Some(cgroups) = &cgroups else { return Ok((Some(sandbox), None, None)) };
+        let Some(cgroups) = &cgroups else {
+            return Ok(crate::spares::Confinement { sandbox: Some(sandbox), ..Default::default() });
+        };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let limits = crate::cgroups::Limits::DEFAULT;
         let group = cgroups.create(&name, limits)?;
@@ -196,6 +198,6 @@ pub(crate) fn spare_confinement(
             hostname: c"gust".to_owned(),
             tmpfs: std::ffi::CString::new(format!("mode=1777,size={}", limits.memory)).unwrap_or_default(),
         };
-        Ok((Some(sandbox), Some(isolate), Some(group)))
+        Ok(crate::spares::Confinement { sandbox: Some(sandbox), isolate: Some(isolate), cgroup: Some(group) })
     })
 }

@@ -585,10 +585,9 @@ impl Instance {
     }
 
     /// Takes a spare process of the runtime, if one is ready, and makes it this instance
-    /// in `dir` (which must not exist yet). `None` when there is none or the hand-over
-    /// failed; the instance then starts fresh.
-    /// Takes a spare and makes it this instance; with it come its code slot and (at
-    /// `isolated`) its cgroup, given the function's limits first.
+    /// in `dir` (which must not exist yet); with it come its code slot and (at
+    /// `isolated`) its cgroup, given the function's limits first. `None` when there is
+    /// none or the hand-over failed; the instance then starts fresh.
     async fn from_spare(
         ctx: &Context,
         spares: &crate::spares::Spares,

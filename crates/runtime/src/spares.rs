@@ -123,19 +123,19 @@ impl Drop for Spare {
     }
 }
 
-/// How a spare is confined, given its directory and its code slot: its sandbox, and at
-/// `isolated` its namespaces and cgroup.
-pub type Confine = Box<
-    dyn Fn(
-            &Path,
-            &Path,
-        ) -> std::io::Result<(
-            Option<Arc<crate::sandbox::Sandbox>>,
-            Option<spawn::Isolate>,
-            Option<crate::cgroups::Group>,
-        )> + Send
-        + Sync,
->;
+/// What confines one spare.
+#[derive(Debug, Default)]
+pub struct Confinement {
+    /// Its sandbox.
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    /// At `isolated`: its namespaces.
+    pub isolate: Option<spawn::Isolate>,
+    /// At `isolated`: its spare cgroup.
+    pub cgroup: Option<crate::cgroups::Group>,
+}
+
+/// How a spare is confined, given its directory and its code slot.
+pub type Confine = Box<dyn Fn(&Path, &Path) -> std::io::Result<Confinement> + Send + Sync>;
 
 /// A runtime's pool of spares.
 pub struct Spares {
@@ -188,11 +188,6 @@ impl Spares {
             closed: AtomicBool::new(false),
             confine,
         }
-    }
-
-    /// Whether its spares start sandboxed (and take their code through a slot).
-    pub fn confined(&self) -> bool {
-        self.confine.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Spare>> {
@@ -253,9 +248,9 @@ impl Spares {
         let code_slot = self.confine.as_ref().map(|_| dir.with_extension("code"));
         let confined = match (&self.confine, &code_slot) {
             (Some(confine), Some(slot)) => std::fs::create_dir(slot).and_then(|()| confine(&dir, slot)),
-            _ => Ok((None, None, None)),
+            _ => Ok(Confinement::default()),
         };
-        let launched = confined.and_then(|(sandbox, isolate, cgroup)| {
+        let launched = confined.and_then(|Confinement { sandbox, isolate, cgroup }| {
             let child = spawn::spawn(Launch {
                 program: self.program.clone(),
                 args: self.args.clone(),
