@@ -84,14 +84,20 @@ pub(crate) fn isolation_for(
         function: spec.name.to_string(),
         detail: format!("cannot create its {}: {e}", cgroups.version()),
     })?;
-    let own_net = crate::isolation::own_network_namespace(spec);
-    let isolate = spawn::Isolate {
-        cgroup_procs: group.procs_files(),
-        no_network: own_net,
-        hostname: std::ffi::CString::new(spec.name.as_str()).unwrap_or_default(),
-        tmpfs: std::ffi::CString::new(format!("mode=1777,size={}", limits.memory)).unwrap_or_default(),
-    };
+    let isolate = namespaces(spec, group.procs_files());
     Ok((Some(group), Some(isolate)))
+}
+
+/// The namespaces (and private mounts) an instance of `spec` enters, joining the groups
+/// whose `cgroup.procs` files are `cgroup_procs`.
+fn namespaces(spec: &gust_api::FunctionSpec, cgroup_procs: Vec<std::ffi::CString>) -> spawn::Isolate {
+    let memory = crate::cgroups::Limits::of(&spec.limits).memory;
+    spawn::Isolate {
+        cgroup_procs,
+        no_network: crate::isolation::own_network_namespace(spec),
+        hostname: std::ffi::CString::new(spec.name.as_str()).unwrap_or_default(),
+        tmpfs: std::ffi::CString::new(format!("mode=1777,size={memory}")).unwrap_or_default(),
+    }
 }
 
 /// How an instance the kernel killed for its memory ended, in words.
@@ -128,20 +134,20 @@ pub(crate) fn zygote_sandbox(
 
 /// `GUST_SANDBOX_READ`, `GUST_SANDBOX_WRITE` (and, for `network = "none"`,
 /// `GUST_SANDBOX_TCP`: the ports it may connect to) for a zygote child under `basic`;
-/// under `isolated` also `GUST_ISOLATE` (its cgroups and namespaces, as JSON) and
-/// `GUST_SECCOMP` (the filter it installs itself, in hex).
+/// under `isolated` also `GUST_ISOLATE` (its cgroup limits and namespaces, as JSON; it
+/// makes and joins a group of its own, `spare-<pid>`) and `GUST_SECCOMP` (the filter it
+/// installs itself, in hex).
 pub(crate) fn sandbox_env(
     ctx: &Context,
     revision: &Revision,
     dir: &Path,
     runtime_api: Option<u16>,
-    isolate: Option<&spawn::Isolate>,
 ) -> Vec<(String, OsString)> {
     if !ctx.isolation.sandboxed() {
         return Vec::new();
     }
     let (read, mut write) = sandbox_paths(ctx, revision, dir);
-    if isolate.is_some() {
+    if ctx.cgroups.is_some() {
         // Its own tmpfs there by then, made by the child itself before it adds its rules.
         write.extend([PathBuf::from("/tmp"), PathBuf::from("/dev/shm")]);
     }
@@ -151,7 +157,8 @@ pub(crate) fn sandbox_env(
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         env.push(("GUST_SANDBOX_TCP".into(), ports.join(",").into()));
     }
-    if let (Some(iso), Some(cgroups)) = (isolate, &ctx.cgroups) {
+    if let Some(cgroups) = &ctx.cgroups {
+        let iso = namespaces(&revision.spec, Vec::new());
         let text = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
         // The child is (or now goes) in a spare group of its own; these are its limits.
         let limits = cgroups.limit_files(crate::cgroups::Limits::of(&revision.spec.limits));

@@ -125,11 +125,14 @@ struct Launched {
     exited: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
     /// Whether it came from a warm pool.
     pooled: bool,
+    /// At `isolated`: the cgroup it was started in (a zygote child's is adopted later,
+    /// once its pid is known).
+    cgroup: Option<crate::cgroups::Group>,
 }
 
 impl Launched {
-    fn spawned(launch: Launch) -> std::io::Result<Self> {
-        Ok(Self::from_child(spawn::spawn(launch)?, false))
+    fn spawned(launch: Launch, cgroup: Option<crate::cgroups::Group>) -> std::io::Result<Self> {
+        Ok(Self { cgroup, ..Self::from_child(spawn::spawn(launch)?, false) })
     }
 
     fn from_child(mut child: tokio::process::Child, pooled: bool) -> Self {
@@ -146,6 +149,7 @@ impl Launched {
                 }
             }),
             pooled,
+            cgroup: None,
         }
     }
 
@@ -156,6 +160,7 @@ impl Launched {
             stderr: Some(Box::new(f.stderr)),
             exited: Box::pin(async move { f.exited.await.unwrap_or_else(|_| "exited".to_owned()) }),
             pooled: true,
+            cgroup: None,
         }
     }
 }
@@ -320,12 +325,13 @@ impl Instance {
                 detail: "network = \"none\" is enforced only with `gust up --isolation basic` or `isolated`".to_owned(),
             });
         }
-        let (cgroup, isolate) = isolation_for(ctx, spec, &id)?;
         let secrets = crate::secrets::Secrets::load(ctx.secrets.as_ref(), spec, &scratch).await?;
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
             secrets.write_files(&scratch)?;
             let sandbox = sandbox_for(ctx, revision, &dir, None)?;
+            // Every call's process joins this group and enters these namespaces.
+            let (cgroup, isolate) = isolation_for(ctx, spec, &id)?;
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
@@ -368,11 +374,8 @@ impl Instance {
             }
             _ => None,
         };
-        // A confined spare brings its code slot, and at `isolated` its own cgroup.
-        let (spared, code_slot, cgroup) = match spared {
-            Some((launched, slot, spare_group)) => (Some(launched), slot, spare_group.or(cgroup)),
-            None => (None, None, cgroup),
-        };
+        // A confined spare brings its code slot (and at `isolated` its own cgroup).
+        let (spared, code_slot) = spared.map_or((None, None), |(launched, slot)| (Some(launched), slot));
         if spared.is_none() {
             make_dir()?;
             secrets.write_files(&scratch)?;
@@ -384,7 +387,6 @@ impl Instance {
             && ctx.zygote.is_some()
             && matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython)
             && poolable;
-        let sandbox = if forks || spared.is_some() { None } else { sandbox_for(ctx, revision, &dir, runtime_api)? };
         let (program, args, listen_fd, ready): (PathBuf, Vec<OsString>, Option<OwnedFd>, Ready) = match spec.runtime {
             Runtime::Python | Runtime::Node => {
                 let (program, invoker) = match spec.runtime {
@@ -490,27 +492,37 @@ impl Instance {
             cwd: revision.code_dir.clone(),
             listen_fd,
             stdin: false,
-            sandbox,
-            isolate: isolate.clone(),
+            sandbox: None,
+            isolate: None,
             cpu_seconds: None,
+        };
+        // Only a process gust spawns itself gets a prepared sandbox and (at `isolated`) a
+        // cgroup made here; a spare and a zygote child bring their own.
+        let fresh = |launch: &mut Launch| -> Result<Option<crate::cgroups::Group>> {
+            launch.sandbox = sandbox_for(ctx, revision, &dir, runtime_api)?;
+            let (cgroup, isolate) = isolation_for(ctx, spec, &id)?;
+            launch.isolate = isolate;
+            Ok(cgroup)
         };
         let launched = match (spared, &ctx.zygote) {
             (Some(spared), _) => Ok(spared),
             (None, Some(zygote)) if forks => {
-                let fallback = || sandbox_for(ctx, revision, &dir, runtime_api).map_err(std::io::Error::other);
-                let child_env = sandbox_env(ctx, revision, &dir, runtime_api, isolate.as_ref());
-                Self::fork_or_spawn(zygote, launch, child_env, fallback).await
+                let child_env = sandbox_env(ctx, revision, &dir, runtime_api);
+                Self::fork_or_spawn(zygote, launch, child_env, fresh).await
             }
-            _ => Launched::spawned(launch),
+            _ => {
+                let mut launch = launch;
+                fresh(&mut launch).map_err(std::io::Error::other).and_then(|g| Launched::spawned(launch, g))
+            }
         }
         .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
         let pid = launched.pid;
-        // A zygote child made and joined a group of its own; the one made here is not used.
-        let cgroup = match (&ctx.cgroups, forks && launched.pooled, cgroup) {
-            (Some(cgroups), true, Some(_unused)) => {
+        // A zygote child made and joined a group of its own, named after its pid.
+        let cgroup = match (&ctx.cgroups, forks && launched.pooled) {
+            (Some(cgroups), true) => {
                 Some(cgroups.adopt(&format!("spare-{pid}"), crate::cgroups::Limits::of(&spec.limits)))
             }
-            (_, _, cgroup) => cgroup,
+            _ => launched.cgroup,
         };
         let instance = Arc::new(Instance {
             id,
@@ -527,33 +539,23 @@ impl Instance {
             _ticket: ticket,
             secrets,
             sandbox: None,
-            isolate,
+            isolate: None,
             cgroup,
             code_slot,
         });
         if let Some((bridge, listener)) = lambda_api {
             bridge.serve(listener, instance.dead.clone());
         }
-        let readers = [
-            launched.stdout.map(|s| {
-                tokio::spawn(crate::capture::capture(
-                    ctx.logs.clone(),
-                    instance.clone(),
-                    "stdout",
-                    s,
-                    ctx.limits.log_line_max,
-                ))
-            }),
-            launched.stderr.map(|s| {
-                tokio::spawn(crate::capture::capture(
-                    ctx.logs.clone(),
-                    instance.clone(),
-                    "stderr",
-                    s,
-                    ctx.limits.log_line_max,
-                ))
-            }),
-        ];
+        let reader = |stream: &'static str, s: Box<dyn AsyncRead + Send + Unpin>| {
+            tokio::spawn(crate::capture::capture(
+                ctx.logs.clone(),
+                instance.clone(),
+                stream,
+                s,
+                ctx.limits.log_line_max,
+            ))
+        };
+        let readers = [launched.stdout.map(|s| reader("stdout", s)), launched.stderr.map(|s| reader("stderr", s))];
         let watched = instance.clone();
         let exited = launched.exited;
         tokio::spawn(async move {
@@ -596,7 +598,7 @@ impl Instance {
         env: &[(String, OsString)],
         cwd: &Path,
         secrets: &crate::secrets::Secrets,
-    ) -> Option<(Launched, Option<PathBuf>, Option<crate::cgroups::Group>)> {
+    ) -> Option<(Launched, Option<PathBuf>)> {
         let mut spare = spares.take()?;
         let mut group = spare.cgroup.take();
         let slot = spare.code_slot.clone();
@@ -607,7 +609,7 @@ impl Instance {
             return None;
         }
         match spare.become_instance(dir, env, cwd, secrets).await {
-            Ok(child) => Some((Launched::from_child(child, true), slot, group)),
+            Ok(child) => Some((Launched { cgroup: group, ..Launched::from_child(child, true) }, slot)),
             Err(e) => {
                 tracing::warn!(runtime = spares.runtime, error = %e, "warm process hand-over failed; starting fresh");
                 if let Some(slot) = &slot {
@@ -620,16 +622,19 @@ impl Instance {
 
     /// Forks the instance from the zygote; if that fails, starts it fresh (and says why).
     /// `child_env` goes to the zygote child only (it tells it the sandbox to enter); a
-    /// fresh start instead gets the sandbox `fallback` builds.
+    /// fresh start instead gets the sandbox (and cgroup) `fallback` prepares.
     async fn fork_or_spawn(
         zygote: &crate::zygote::Zygote,
         mut launch: Launch,
         child_env: Vec<(String, OsString)>,
-        fallback: impl FnOnce() -> std::io::Result<Option<Arc<crate::sandbox::Sandbox>>>,
+        fallback: impl FnOnce(&mut Launch) -> Result<Option<crate::cgroups::Group>>,
     ) -> std::io::Result<Launched> {
+        let fresh = move |mut launch: Launch| {
+            let cgroup = fallback(&mut launch).map_err(std::io::Error::other)?;
+            Launched::spawned(launch, cgroup)
+        };
         let Some(listener) = launch.listen_fd.as_ref().map(OwnedFd::try_clone).transpose()? else {
-            launch.sandbox = fallback()?;
-            return Launched::spawned(launch);
+            return fresh(launch);
         };
         let mut env = launch.env.clone();
         env.extend(child_env);
@@ -640,8 +645,7 @@ impl Instance {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "zygote fork failed; starting the instance fresh");
-                launch.sandbox = fallback()?;
-                Launched::spawned(launch)
+                fresh(launch)
             }
         }
     }

@@ -60,7 +60,7 @@ impl Level {
         if crate::sandbox::landlock_abi().is_none() {
             missing.push("Landlock (Linux 5.13+, enabled in the kernel's LSM list)");
         }
-        if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:")) {
+        if !seccomp_available() {
             missing.push("seccomp");
         }
         if level == Level::Isolated {
@@ -165,6 +165,11 @@ fn cgroup_controllers() -> bool {
     }
 }
 
+/// Whether the kernel has seccomp (`/proc/self/status` then has a `Seccomp:` line).
+fn seccomp_available() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:"))
+}
+
 /// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -186,7 +191,7 @@ pub fn detect(level: Level) -> Isolation {
     if let Some(abi) = crate::sandbox::landlock_abi() {
         allows.push(format!("landlock (ABI {abi})"));
     }
-    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp:")) {
+    if seccomp_available() {
         allows.push("seccomp".to_owned());
     }
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")

@@ -104,7 +104,7 @@ pub(crate) struct Up {
 
 impl Up {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let config = self.config()?;
+        let (config, why_not_stronger) = self.config()?;
         let running = Server::start(config.clone()).await?;
         let info = running.info();
         println!("gust {} listening on {}", info.version, info.listen);
@@ -119,8 +119,7 @@ impl Up {
         }
         println!("  isolation: {} ({})", info.isolation.level, info.isolation.applied.join(", "));
         if self.isolation == "auto" {
-            let why = gust_server::config::strongest_isolation(&config.data_dir).1;
-            let why = why.map_or_else(String::new, |w| format!("; {w}"));
+            let why = why_not_stronger.map_or_else(String::new, |w| format!("; {w}"));
             println!("             the strongest this host allows (--isolation auto){why}");
         }
         let pools = config.pools;
@@ -142,7 +141,8 @@ impl Up {
         Ok(())
     }
 
-    fn config(&self) -> anyhow::Result<Config> {
+    /// The server's configuration and, for `--isolation auto`, why it is not a stronger level.
+    fn config(&self) -> anyhow::Result<(Config, Option<String>)> {
         let mut problems = Vec::new();
         let drain = parse_duration(&self.drain_timeout)
             .map_err(|e| problems.push(format!("--drain-timeout: {e}")))
@@ -199,11 +199,14 @@ impl Up {
             .map_err(|e| problems.push(format!("--outbound-allow: {e}")))
             .unwrap_or_default();
         let data_choice = self.data.clone().or_else(default_data_dir);
-        let isolation = match (self.isolation.as_str(), &data_choice) {
-            ("auto", Some(data)) => gust_server::config::strongest_isolation(data).0,
-            (text, _) => gust_server::config::IsolationLevel::parse(text)
-                .map_err(|e| problems.push(format!("--isolation: {e}")))
-                .unwrap_or_default(),
+        let (isolation, why_not_stronger) = match (self.isolation.as_str(), &data_choice) {
+            ("auto", Some(data)) => gust_server::config::strongest_isolation(data),
+            (text, _) => (
+                gust_server::config::IsolationLevel::parse(text)
+                    .map_err(|e| problems.push(format!("--isolation: {e}")))
+                    .unwrap_or_default(),
+                None,
+            ),
         };
         let data = match data_choice {
             Some(d) => d,
@@ -217,7 +220,7 @@ impl Up {
         }
         std::fs::create_dir_all(&data).with_context(|| format!("creating data directory {}", data.display()))?;
         let data = std::fs::canonicalize(&data).unwrap_or(data);
-        Ok(Config {
+        let config = Config {
             listen: self.listen,
             data_dir: data,
             drain_timeout: drain,
@@ -242,7 +245,8 @@ impl Up {
                 log_call_max,
             },
             auth: gust_server::config::AuthSettings { required: self.auth, token_file: self.token_file.clone() },
-        })
+        };
+        Ok((config, why_not_stronger))
     }
 }
 
