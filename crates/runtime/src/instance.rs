@@ -329,9 +329,11 @@ impl Instance {
         if spec.protocol == Protocol::Stdio {
             make_dir()?;
             secrets.write_files(&scratch)?;
-            let sandbox = sandbox_for(ctx, revision, &dir, None)?;
-            // Every call's process joins this group and enters these namespaces.
+            // Every call's process joins this group and enters these namespaces; it then
+            // builds a ruleset of its own (its own /proc and /tmp need rules), so the one
+            // kept here serves the calls of `basic` only.
             let (cgroup, isolate) = isolation_for(ctx, spec, &id)?;
+            let sandbox = if isolate.is_some() { None } else { sandbox_for(ctx, revision, &dir, None)? };
             return Ok(Arc::new(Instance {
                 id,
                 revision: revision.clone(),
