@@ -187,16 +187,23 @@ impl Zygote {
         let mut request = serde_json::json!({ "env": env, "cwd": cwd.to_string_lossy() }).to_string();
         request.push('\n');
 
-        let mut live = self.live.lock().await;
-        let zygote = self.ensure(&mut live).await?;
-        let (tx, rx) = oneshot::channel();
-        lock(&zygote.shared).pending.push_back(tx);
-        if let Err(e) =
-            spawn::send_with_fds(&zygote.ctl, request.as_bytes(), &[listener.as_fd(), out_w.as_fd(), err_w.as_fd()])
-        {
-            lock(&zygote.shared).pending.pop_back();
-            return Err(format!("could not reach the zygote: {e}"));
-        }
+        // The lock covers starting the zygote and sending, not the wait for the pid: the
+        // zygote answers requests in the order they came (so do the `pending` senders),
+        // and a burst of cold starts is then one stream of requests, not a queue of round
+        // trips.
+        let (rx, zygote_pid, shared) = {
+            let mut live = self.live.lock().await;
+            let zygote = self.ensure(&mut live).await?;
+            let (tx, rx) = oneshot::channel();
+            lock(&zygote.shared).pending.push_back(tx);
+            if let Err(e) =
+                spawn::send_with_fds(&zygote.ctl, request.as_bytes(), &[listener.as_fd(), out_w.as_fd(), err_w.as_fd()])
+            {
+                lock(&zygote.shared).pending.pop_back();
+                return Err(format!("could not reach the zygote: {e}"));
+            }
+            (rx, zygote.pid, zygote.shared.clone())
+        };
         // Only the child may hold the write ends, so its pipes close when it ends.
         drop((listener, out_w, err_w));
         let pid = match tokio::time::timeout(ANSWER_WITHIN, rx).await {
@@ -204,12 +211,12 @@ impl Zygote {
             Ok(Ok(Err(e))) => return Err(e),
             Ok(Err(_)) => return Err("the zygote went away".to_owned()),
             Err(_) => {
-                spawn::signal_group(zygote.pid, SIGKILL);
+                spawn::signal_group(zygote_pid, SIGKILL);
                 return Err("the zygote did not answer".to_owned());
             }
         };
         let (exit_tx, exited) = oneshot::channel();
-        let mut sh = lock(&zygote.shared);
+        let mut sh = lock(&shared);
         match sh.early.remove(&pid) {
             Some(how) => {
                 let _ = exit_tx.send(how);

@@ -357,7 +357,10 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     let r = g.post("jshog", "");
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("ran out of memory (limits.memory = 64Mi)"), "{}", r.text());
-    let bomb = "#!/bin/bash\nb() { b | b & }\nb\nwait\n";
+    // The script itself stays until its deadline (`wait` is a builtin, so it needs no
+    // fork): ending at once, it would take the bomb's namespace down with it before the
+    // bomb reached its limit on a busy machine.
+    let bomb = "#!/bin/bash\nb() { b | b & }\nb\nwhile :; do wait; done\n";
     let limits = "[limits]\ntimeout = \"2s\"\nprocesses = 32\n";
     g.deploy("bomb", &[("gust.toml", &manifest("bomb", "shell", limits)), ("handler.sh", bomb)]);
     let r = g.post("bomb", "");

@@ -444,11 +444,13 @@ def _forget_idle():
 def _recv_request(sock):
     """One request: a JSON line with the instance's listener, stdout and stderr attached.
     None when the other end has closed."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3)
+    # 64 KiB at a time: a request is a few KiB, and a buffer past malloc's mmap
+    # threshold would cost a map and an unmap on every cold start.
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 3)
     if not data:
         return None, fds
     while not data.endswith(b"\n"):
-        more = sock.recv(1 << 20)
+        more = sock.recv(1 << 16)
         if not more:
             return None, fds
         data += more
@@ -477,8 +479,14 @@ def _become(request, fds):
         if fd > 3:
             os.close(fd)
     request = _json().loads(request)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    # The instance's environment, written as a difference from the zygote's (which it
+    # mostly shares): each variable set is a putenv and a copied page or two.
+    env = request["env"]
+    for k in [k for k in os.environ if k not in env]:
+        del os.environ[k]
+    for k, v in env.items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v
     os.chdir(request["cwd"])
     time.tzset()
     read = os.environ.pop("GUST_SANDBOX_READ", None)
@@ -697,6 +705,8 @@ def _rehearse():
     import time
     request = _json().loads(_json().dumps({"env": dict(os.environ), "cwd": os.getcwd()}))
     dict(request["env"]).update(request["env"])
+    for k, v in request["env"].items():
+        os.environ[k] = v  # the same value: only the path of setting one is walked
     time.tzset()
     importlib.util.find_spec("_gust_rehearsal")
     ours, theirs = socket.socketpair()
