@@ -133,27 +133,18 @@ impl Cgroups {
     /// # Errors
     /// The `io::Error` of creating a directory or writing a limit.
     pub fn create(&self, id: &str, limits: Limits) -> std::io::Result<Group> {
-        let group = self.group(id, limits);
+        let mut group = self.adopt(id, limits);
         for d in &group.dirs {
             std::fs::create_dir(d)?;
         }
-        for (i, file, value, required) in self.limit_files(limits) {
-            let Some(dir) = group.dirs.get(i) else { continue };
-            let path = dir.join(file);
-            match std::fs::write(&path, &value) {
-                Err(e) if required => {
-                    return Err(std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
-                }
-                _ => {}
-            }
-        }
+        self.set_limits(&mut group, limits)?;
         Ok(group)
     }
 
     /// The group named `name` below the parents, which a zygote child made and joined
     /// itself (see `invokers/python.py`), to be removed with the instance.
     pub fn adopt(&self, name: &str, limits: Limits) -> Group {
-        self.group(name, limits)
+        Group { v2: self.v2, dirs: self.parents.iter().map(|p| p.join(name)).collect(), memory: limits.memory }
     }
 
     /// Gives `group` (a spare's, made with other limits) `limits`.
@@ -163,18 +154,15 @@ impl Cgroups {
     pub fn set_limits(&self, group: &mut Group, limits: Limits) -> std::io::Result<()> {
         for (i, file, value, required) in self.limit_files(limits) {
             let Some(dir) = group.dirs.get(i) else { continue };
-            if let Err(e) = std::fs::write(dir.join(file), &value)
+            let path = dir.join(file);
+            if let Err(e) = std::fs::write(&path, &value)
                 && required
             {
-                return Err(e);
+                return Err(std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
             }
         }
         group.memory = limits.memory;
         Ok(())
-    }
-
-    fn group(&self, name: &str, limits: Limits) -> Group {
-        Group { v2: self.v2, dirs: self.parents.iter().map(|p| p.join(name)).collect(), memory: limits.memory }
     }
 
     /// What a group with `limits` has written: (index of the parent, file, value,

@@ -91,13 +91,18 @@ pub(crate) fn isolation_for(
 /// The namespaces (and private mounts) an instance of `spec` enters, joining the groups
 /// whose `cgroup.procs` files are `cgroup_procs`.
 fn namespaces(spec: &gust_api::FunctionSpec, cgroup_procs: Vec<std::ffi::CString>) -> spawn::Isolate {
-    let memory = crate::cgroups::Limits::of(&spec.limits).memory;
     spawn::Isolate {
         cgroup_procs,
         no_network: crate::isolation::own_network_namespace(spec),
         hostname: std::ffi::CString::new(spec.name.as_str()).unwrap_or_default(),
-        tmpfs: std::ffi::CString::new(format!("mode=1777,size={memory}")).unwrap_or_default(),
+        tmpfs: tmpfs_options(crate::cgroups::Limits::of(&spec.limits).memory),
     }
+}
+
+/// The mount options of an instance's private `/tmp` and `/dev/shm`: as large as its
+/// memory limit, which their pages count against anyway.
+fn tmpfs_options(memory: u64) -> std::ffi::CString {
+    std::ffi::CString::new(format!("mode=1777,size={memory}")).unwrap_or_default()
 }
 
 /// How an instance the kernel killed for its memory ended, in words.
@@ -203,7 +208,7 @@ pub(crate) fn spare_confinement(
             cgroup_procs: group.procs_files(),
             no_network: false,
             hostname: c"gust".to_owned(),
-            tmpfs: std::ffi::CString::new(format!("mode=1777,size={}", limits.memory)).unwrap_or_default(),
+            tmpfs: tmpfs_options(limits.memory),
         };
         Ok(crate::spares::Confinement { sandbox: Some(sandbox), isolate: Some(isolate), cgroup: Some(group) })
     })

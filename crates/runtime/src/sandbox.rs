@@ -201,15 +201,19 @@ fn add_rule(ruleset: &OwnedFd, path: &Path, rights: u64) -> std::io::Result<()> 
 use std::os::unix::fs::OpenOptionsExt as _;
 
 /// The seccomp filter as bytes in hex (8 an instruction, in the kernel's layout), for a
-/// zygote child that installs it itself at level `isolated`.
-pub(crate) fn filter_hex() -> String {
-    let mut bytes = Vec::new();
-    for ins in seccomp_filter() {
-        bytes.extend(ins.code.to_ne_bytes());
-        bytes.extend([ins.jt, ins.jf]);
-        bytes.extend(ins.k.to_ne_bytes());
-    }
-    hex::encode(bytes)
+/// zygote child that installs it itself at level `isolated`; the same for every child,
+/// so encoded once.
+pub(crate) fn filter_hex() -> &'static str {
+    static HEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEX.get_or_init(|| {
+        let mut bytes = Vec::new();
+        for ins in seccomp_filter() {
+            bytes.extend(ins.code.to_ne_bytes());
+            bytes.extend([ins.jt, ins.jf]);
+            bytes.extend(ins.k.to_ne_bytes());
+        }
+        hex::encode(bytes)
+    })
 }
 
 /// The syscalls the filter refuses with EPERM.

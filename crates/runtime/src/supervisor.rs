@@ -148,8 +148,7 @@ impl Supervisor {
             }
             false => None,
         };
-        let pools = config.pools;
-        let zygote = match (&config.interpreters.python.path, pools.python) {
+        let zygote = match (&config.interpreters.python.path, config.pools.python) {
             (Some(python), waiting) if waiting > 0 => {
                 let dir = run_dir.join("zygote-python");
                 let mut env = crate::spawn::base_env(&dir.join("scratch"), &path_dirs);
@@ -179,7 +178,7 @@ impl Supervisor {
             }
             _ => None,
         };
-        let node_spares = match (&config.interpreters.node.path, pools.node) {
+        let node_spares = match (&config.interpreters.node.path, config.pools.node) {
             (Some(node), n) if n > 0 => {
                 let confine = config
                     .isolation

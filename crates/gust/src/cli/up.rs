@@ -122,10 +122,9 @@ impl Up {
             let why = why_not_stronger.map_or_else(String::new, |w| format!("; {w}"));
             println!("             the strongest this host allows (--isolation auto){why}");
         }
-        let pools = config.pools;
         println!(
             "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
-            pools.python, pools.node
+            config.pools.python, config.pools.node
         );
         if !info.isolation.host_allows.is_empty() {
             println!("  host also allows: {}", info.isolation.host_allows.join(", "));

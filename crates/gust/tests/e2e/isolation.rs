@@ -389,7 +389,7 @@ fn under_isolated_instances_get_namespaces_a_private_tmp_and_cgroup_limits() {
     }
     assert_eq!(g.call("POST", "/function/other", probe("after").as_bytes(), &json).status, 200);
 
-    // Every runtime gets the same: Node (started fresh, and saying why) and a shell call.
+    // Every runtime gets the same: Node and a shell call.
     // Node from a waiting process started in its namespaces, sandbox and a spare cgroup
     // (its host name is then gust's); its code is a read-only slot of its own.
     let js = "const fs = require('fs'), os = require('os');\nmodule.exports = () => {\n  let write;\n  try { fs.writeFileSync(__filename, '//'); write = 'ok'; } catch (e) { write = e.code; }\n  return { pid: process.pid, host: os.hostname(), write };\n};\n";

@@ -609,15 +609,20 @@ def _isolate(spec):
         check(libc.mount(b"tmpfs", target, b"tmpfs", ms_nosuid | ms_nodev, spec["tmpfs"].encode()), target.decode())
     name = spec["hostname"].encode()
     libc.sethostname(name, len(name))
-    init = os.fork()
-    if init:
-        _wait_then_exit(init, True)
-    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    # Here, outside: wait for the init. In the init (PID 1): its own /proc.
+    _fork_leaving_waiter(libc, True)
     check(libc.mount(b"proc", b"/proc", b"proc", ms_nosuid | ms_nodev | ms_noexec, None), "/proc")
-    function = os.fork()
-    if function:
-        _wait_then_exit(function, False)
-    libc.prctl(1, 9)
+    # The init waits for the function, which goes on.
+    _fork_leaving_waiter(libc, False)
+
+
+def _fork_leaving_waiter(libc, outside):
+    """Forks; the parent becomes a waiting process (_wait_then_exit) and never returns,
+    the child (gone with it) goes on."""
+    child = os.fork()
+    if child:
+        _wait_then_exit(child, outside)
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 _spare = None
@@ -696,7 +701,7 @@ def _run_child(work):
 
 
 def _rehearse():
-    """Walks, while waiting, the paths a cold start takes: parsing a request, copying the
+    """Walks, while waiting, the paths a cold start takes: parsing a request, setting the
     environment, looking a module up on sys.path, and one whole call over a socket pair
     to a stand-in handler. Every object they touch has its reference count written, so
     the pages holding them are copied from the zygote now rather than during the cold
@@ -704,7 +709,6 @@ def _rehearse():
     import importlib.util
     import time
     request = _json().loads(_json().dumps({"env": dict(os.environ), "cwd": os.getcwd()}))
-    dict(request["env"]).update(request["env"])
     for k, v in request["env"].items():
         os.environ[k] = v  # the same value: only the path of setting one is walked
     time.tzset()
