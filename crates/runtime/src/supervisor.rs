@@ -172,7 +172,7 @@ impl Supervisor {
                     invokers_dir.join("python.py"),
                     dir,
                     env,
-                    waiting,
+                    usize::try_from(waiting).unwrap_or(usize::MAX),
                     sandbox,
                 ))
             }
