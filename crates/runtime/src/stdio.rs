@@ -68,7 +68,8 @@ pub async fn call(
         env,
         cwd: revision.code_dir.clone(),
         listen_fd: None,
-        stdin: true,
+        // An empty body is /dev/null: the same end of input, one pipe fewer to make.
+        stdin: !body.is_empty(),
         sandbox: match instance.isolate {
             // Each call's process adds rules for its own /proc and /tmp to its ruleset
             // (see spawn.rs), so the ruleset is made for the call.
@@ -91,28 +92,29 @@ pub async fn call(
     })?;
     let pid = child.id().unwrap_or(0);
 
+    // Its input, output and exit are driven in this one task: no tasks to spawn, and no
+    // wake-ups handed between worker threads for a call that is mostly one process.
     let stdin = child.stdin.take();
-    let writer = tokio::spawn(async move {
+    let writer = async move {
         if let Some(mut stdin) = stdin {
             // A handler that never reads stdin closes it early; that is not an error.
             let _ = stdin.write_all(&body).await;
             let _ = stdin.shutdown().await;
         }
-    });
+    };
     let stdout = child.stdout.take();
-    let reader = tokio::spawn(async move {
+    let reader = async move {
         let mut out = Vec::new();
         if let Some(s) = stdout {
             let mut s = s.take(MAX_OUTPUT + 1);
             let _ = s.read_to_end(&mut out).await;
         }
         out
-    });
+    };
     let stderr = child.stderr.take();
-    let logs = ctx.logs.clone();
-    let err_instance = instance.clone();
+    let logs = &ctx.logs;
     let call_id = slot.call().to_string();
-    let stderr_task = tokio::spawn(async move {
+    let errors = async {
         let mut tail: Vec<String> = Vec::new();
         if let Some(s) = stderr {
             let mut lines = BufReader::new(s).lines();
@@ -121,13 +123,20 @@ pub async fn call(
                     tail.remove(0);
                 }
                 tail.push(line.clone());
-                err_instance.output(&logs, "stderr", line, Some(call_id.clone()));
+                instance.output(logs, "stderr", line, Some(call_id.clone()));
             }
         }
         tail
-    });
-
-    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+    };
+    let mut io = std::pin::pin!(async { tokio::join!(writer, reader, errors) });
+    let mut io_done = None;
+    let waited = loop {
+        tokio::select! {
+            waited = tokio::time::timeout_at(deadline, child.wait()) => break waited,
+            done = &mut io, if io_done.is_none() => io_done = Some(done),
+        }
+    };
+    let status = match waited {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             spawn::signal_group(pid, SIGKILL);
@@ -144,9 +153,10 @@ pub async fn call(
     };
     // The group may hold background children still writing to our pipes; they go too.
     spawn::signal_group(pid, SIGKILL);
-    let _ = writer.await;
-    let out = reader.await.unwrap_or_default();
-    let tail = stderr_task.await.unwrap_or_default();
+    let ((), out, tail) = match io_done {
+        Some(done) => done,
+        None => io.await,
+    };
     drop(slot);
 
     if !status.success() {
