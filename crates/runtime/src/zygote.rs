@@ -18,8 +18,9 @@
 //! instance's request straight to the oldest spare, so it costs neither the fork, nor the
 //! copy-on-write faults of a child's first steps, nor a hop through the zygote; a
 //! replacement is asked for once no cold start has followed for 50 ms (`QUIET`). With no
-//! spare left (a burst), the zygote forks a child for the request itself. The zygote's objects
-//! are frozen out of the collector (`gc.freeze`) so no child's collection copies them.
+//! spare left (a burst), the zygote forks a child for the request itself. The zygote's
+//! objects are frozen out of the collector (`gc.freeze`) so no child's collection copies
+//! them.
 //!
 //! If the zygote dies, its children die with it, are reported gone, and the next cold
 //! start brings up a new zygote.
@@ -42,8 +43,8 @@ use crate::spawn::{self, Launch, SIGKILL};
 /// How long a zygote may take to start, or to answer one fork.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// How long no spare must have been taken before replacements are forked: a fork and the
-/// new child's rehearsal would compete for the CPU with the cold starts of a burst.
+/// How long no cold start must have been asked for before replacement spares are: a fork
+/// and the new child's rehearsal would compete for the CPU with the cold starts of a burst.
 const QUIET: Duration = Duration::from_millis(50);
 
 /// A forked instance process.
@@ -308,6 +309,7 @@ impl Zygote {
         let exited = lock(&shared).watch_exit(pid);
         Ok(Forked { pid, stdout, stderr, exited })
     }
+
     /// Stops the zygote (its children go with it).
     pub fn stop(&self) {
         if let Ok(live) = self.live.try_lock()
