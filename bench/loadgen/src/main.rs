@@ -18,6 +18,12 @@
 //! reverse proxy, TCP in, Unix socket out, keep-alive connections pooled, on a
 //! multi-threaded runtime like gust's, and nothing else (no routing, limits, records
 //! or scaling). What gust costs beyond it is what gust's own work costs.
+//!
+//! `gust-loadgen relay` is the floor under every proxy: bytes copied between a TCP
+//! connection and a Unix socket connection on one epoll thread, no HTTP at all (see
+//! [`relay`]). What the relay costs is what this kernel charges for one more hop.
+
+mod relay;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,6 +50,15 @@ enum Command {
     Serve,
     /// Forward every request on 127.0.0.1:PORT to a server on a Unix socket, and nothing else.
     Proxy {
+        /// TCP port to listen on, on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// The Unix socket of the server behind it.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Copy bytes between 127.0.0.1:PORT and a Unix socket on one epoll thread: no HTTP.
+    Relay {
         /// TCP port to listen on, on 127.0.0.1.
         #[arg(long)]
         port: u16,
@@ -100,6 +115,9 @@ fn main() -> anyhow::Result<()> {
         .and_then(|a| PathBuf::from(a).file_name().map(|n| n == "noop-server"))
         .unwrap_or(false);
     let cli = if as_server { Cli { command: Command::Serve } } else { Cli::parse() };
+    if let Command::Relay { port, to } = &cli.command {
+        return relay::relay(*port, to);
+    }
     if let Command::Proxy { port, to } = cli.command {
         // As many worker threads as cores, as gust's runtime has.
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -110,7 +128,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Run(args) => rt.block_on(run(args)),
-        Command::Serve | Command::Proxy { .. } => rt.block_on(serve()),
+        Command::Serve | Command::Proxy { .. } | Command::Relay { .. } => rt.block_on(serve()),
     }
 }
 
