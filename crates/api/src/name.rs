@@ -115,28 +115,64 @@ impl CallId {
 
     /// A fresh id, ordered by time to the millisecond.
     pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self::generate_at(millis)
+    }
+
+    /// A fresh id made at `millis` (ms since the epoch), which [`CallId::millis`] gives
+    /// back: a call recorded with the time it arrived can be found by its id alone.
+    pub fn generate_at(millis: u64) -> Self {
         let id = match random_id_bytes() {
-            Some(random) => {
-                let millis = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
-            }
+            Some(random) => uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid(),
             None => uuid::Uuid::now_v7(),
         };
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        Self(id.hyphenated().encode_lower(&mut text).to_owned())
+        Self::from_uuid(id)
     }
 
     /// Keeps a caller's id when it is 1–128 bytes of visible ASCII; otherwise makes one.
     pub fn from_caller(value: Option<&[u8]>) -> Self {
+        Self::from_caller_or(value, Self::generate)
+    }
+
+    /// As [`CallId::from_caller`], making one at `millis` when the caller's will not do.
+    pub fn from_caller_at(value: Option<&[u8]>, millis: u64) -> Self {
+        Self::from_caller_or(value, || Self::generate_at(millis))
+    }
+
+    fn from_caller_or(value: Option<&[u8]>, make: impl FnOnce() -> Self) -> Self {
         match value {
             Some(v) if !v.is_empty() && v.len() <= Self::MAX_LEN && v.iter().all(|b| b.is_ascii_graphic()) => {
                 // All bytes are visible ASCII, so this is valid UTF-8.
                 Self(String::from_utf8_lossy(v).into_owned())
             }
-            _ => Self::generate(),
+            _ => make(),
         }
+    }
+
+    /// The id written as `uuid` is (lower case, hyphenated).
+    pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        Self(uuid.hyphenated().encode_lower(&mut text).to_owned())
+    }
+
+    /// The UUIDv7 this id is written as, when it is one in the form gust writes (lower
+    /// case, hyphenated), so that it round-trips through its 16 bytes.
+    pub fn as_uuid_v7(&self) -> Option<uuid::Uuid> {
+        if self.0.len() != uuid::fmt::Hyphenated::LENGTH {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(&self.0).ok().filter(|u| u.get_version_num() == 7)?;
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        (*uuid.hyphenated().encode_lower(&mut text) == *self.0).then_some(uuid)
+    }
+
+    /// The time (ms since the epoch) a UUIDv7 id carries: for an id gust made, when it
+    /// was made.
+    pub fn millis(&self) -> Option<u64> {
+        let (secs, nanos) = self.as_uuid_v7()?.get_timestamp()?.to_unix();
+        Some(secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000)))
     }
 
     /// The id as a string slice.
@@ -197,6 +233,21 @@ mod tests {
         assert_eq!(CallId::from_caller(Some(b"abc-1")).as_str(), "abc-1");
         assert_ne!(CallId::from_caller(Some(b"has space")).as_str(), "has space");
         assert_eq!(CallId::from_caller(None).as_str().len(), 36);
+    }
+
+    #[test]
+    fn an_id_made_at_a_time_gives_it_back_and_round_trips_through_its_bytes() {
+        let id = CallId::generate_at(1_764_000_000_123);
+        assert_eq!(id.millis(), Some(1_764_000_000_123));
+        let uuid = id.as_uuid_v7().expect("v7");
+        assert_eq!(CallId::from_uuid(uuid), id);
+        assert_eq!(CallId::from_caller_at(None, 5).millis(), Some(5));
+        // A caller's id is not gust's, even when it is a UUID in another form.
+        let upper = CallId::from_caller(Some(id.as_str().to_uppercase().as_bytes()));
+        assert_eq!((upper.as_uuid_v7(), upper.millis()), (None, None));
+        assert_eq!(CallId::from_caller(Some(b"abc")).millis(), None);
+        let v4 = CallId::from_caller(Some(b"9b2e5a6c-3f0e-4d1a-8b7c-1e2f3a4b5c6d"));
+        assert_eq!(v4.millis(), None);
     }
 
     #[test]

@@ -30,26 +30,37 @@ pub fn send(gw: &Gateway, record: SyncRecord) {
     }
 }
 
-/// Writes records until `shutdown` flips and the channel is drained.
+/// Writes records until `shutdown` flips and the channel is drained. After the first
+/// record of a batch it sleeps for `GATHER` and then takes what came meanwhile: the
+/// senders wake nobody while it sleeps (waiting on each record cost a task wake-up and a
+/// timer per call). After a full batch it does not sleep: more are waiting.
 pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::Receiver<SyncRecord>, mut shutdown: watch::Receiver<bool>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let (mut closing, mut full) = (false, false);
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; }, if !closing => {
+                closing = true;
                 rx.close();
                 rx.recv().await
             }
         };
         let Some(first) = first else { return };
         batch.push(first);
-        let until = tokio::time::Instant::now() + GATHER;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                Ok(None) | Err(_) => break,
+        if !closing && !full {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {}
             }
         }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        full = batch.len() == BATCH;
         let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
         let n = rows.len();
         if let Err(error) = gw.with_store(move |s| s.record_sync(&rows)).await {

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gust_api::{DeliveryPolicy, FunctionName};
+use gust_runtime::Body;
 use gust_runtime::body::full;
-use gust_runtime::{Body, ColdStart};
 use gust_store::{Attempted, CallResult, CallStatus, StoredCall};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
@@ -259,7 +259,7 @@ pub(crate) async fn run_to_end(
     let exceeded = Arc::new(AtomicBool::new(false));
     let started = gw.supervisor.call(revision, id, req, deadline, exceeded).await;
     let revision_id = Some(revision.id.to_string());
-    let resp = match started {
+    let (resp, cold) = match started {
         Ok(r) => r,
         Err(e) => {
             let error = Error::from(e);
@@ -271,7 +271,7 @@ pub(crate) async fn run_to_end(
             };
         }
     };
-    let cold_start = resp.extensions().get::<ColdStart>().map(|c| c.0);
+    let cold_start = Some(cold);
     let (parts, mut body) = resp.into_parts();
     let mut kept: Vec<u8> = Vec::new();
     let broke = |error: String, status: u16, retry: bool| Outcome {

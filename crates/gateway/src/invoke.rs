@@ -2,7 +2,6 @@
 //! buffering, forward method, path, query, headers and body, and stamp the answer with
 //! `X-Call-Id` and `X-Duration-Seconds`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -10,11 +9,13 @@ use gust_api::CallId;
 use gust_runtime::Body;
 use gust_runtime::body::{LimitedBody, boxed};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
 use gust_store::SyncRecord;
 
+use crate::server::Peer;
 use crate::{Error, Gateway, call_log};
 
 /// The call id header, read from callers and set on every answer.
@@ -43,22 +44,29 @@ pub struct Target<'a> {
     /// The path the function sees.
     pub path: &'a str,
     /// The part of the URL before `path` (`/function/NAME`), for `X-Forwarded-Prefix`.
-    pub prefix: Option<String>,
+    pub prefix: Option<&'a str>,
     /// Path parameters of a custom route, sent as `X-Gust-Param-<Name>` headers.
     pub params: gust_api::route::Params,
 }
 
 /// Serves a call: `/function/{function}{path}`, a custom route, or a function's host.
-pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
+pub async fn invoke(gw: &Gateway, peer: &Peer, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
     let function = target.function;
     let arrived = tokio::time::Instant::now();
     let arrived_ms = crate::now_ms();
-    let call = CallId::from_caller(req.headers().get(&X_CALL_ID).map(HeaderValue::as_bytes));
-    let method = req.method().to_string();
+    // Made with the arrival time, which the record keeps: the id alone finds the record.
+    let call = CallId::from_caller_at(
+        req.headers().get(&X_CALL_ID).map(HeaderValue::as_bytes),
+        u64::try_from(arrived_ms).unwrap_or(0),
+    );
+    let call_header = HeaderValue::from_str(call.as_str()).ok();
+    let method = req.method().as_str().to_owned();
     let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let mut error_text = None;
-    let mut resp = match forward(gw, peer, &target, &call, arrived, req).await {
-        Ok(resp) => {
+    let (mut revision, mut cold_start) = (None, None);
+    let mut resp = match forward(gw, peer, &target, (&call, call_header.clone()), arrived, req).await {
+        Ok(Forwarded { resp, revision: number, cold }) => {
+            (revision, cold_start) = (Some(number), Some(cold));
             if resp.status().is_server_error() {
                 gw.supervisor.record_error(
                     function,
@@ -79,40 +87,68 @@ pub async fn invoke(gw: &Gateway, peer: SocketAddr, target: Target<'_>, req: Req
             error.into_response(Some(&call))
         }
     };
-    let ext = resp.extensions();
-    call_log::send(
-        gw,
-        SyncRecord {
-            id: call.clone(),
-            function: function.to_owned(),
-            method,
-            path,
-            status: resp.status().as_u16(),
-            error: error_text,
-            arrived_ms,
-            answered_ms: crate::now_ms(),
-            revision: ext.get::<gust_api::RevisionId>().map(ToString::to_string),
-            cold_start: ext.get::<gust_runtime::ColdStart>().map(|c| c.0),
-        },
-    );
+    let record = SyncRecord {
+        id: call,
+        function: function.to_owned(),
+        method,
+        path,
+        status: resp.status().as_u16(),
+        error: error_text,
+        arrived_ms,
+        answered_ms: crate::now_ms(),
+        revision,
+        cold_start,
+    };
+    call_log::send(gw, record);
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(call.as_str()) {
+    if let Some(v) = call_header {
         h.insert(X_CALL_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", arrived.elapsed().as_secs_f64())) {
-        h.insert(X_DURATION, v);
-    }
+    h.insert(X_DURATION, seconds(arrived.elapsed()));
     resp
+}
+
+/// `d` in seconds with six decimals, as `X-Duration-Seconds` has it, written by hand:
+/// `format!` with padding costs more than all the rest of the header work.
+fn seconds(d: std::time::Duration) -> HeaderValue {
+    // Written from the end: six decimals, the point, then the seconds (at most 20 digits).
+    let mut text = [b'.'; 27];
+    let mut start = text.len();
+    let mut micros = d.subsec_micros();
+    for _ in 0..6 {
+        start -= 1;
+        text[start] = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    start -= 1; // the point
+    let mut secs = d.as_secs();
+    loop {
+        start -= 1;
+        text[start] = b'0' + (secs % 10) as u8;
+        secs /= 10;
+        if secs == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&text[start..]).unwrap_or(HeaderValue::from_static("0.000000"))
+}
+
+/// A call the function answered: its answer, the number of the revision that did, and
+/// whether the call waited for an instance to start.
+struct Forwarded {
+    resp: Response<Body>,
+    revision: u32,
+    cold: bool,
 }
 
 async fn forward(
     gw: &Gateway,
-    peer: SocketAddr,
+    peer: &Peer,
     target: &Target<'_>,
-    call: &CallId,
+    (call, call_header): (&CallId, Option<HeaderValue>),
     arrived: tokio::time::Instant,
     req: Request<Incoming>,
-) -> crate::Result<Response<Body>> {
+) -> crate::Result<Forwarded> {
     let (function, path) = (target.function, target.path);
     let routing = gw.registry.get(function).ok_or_else(|| Error::FunctionNotFound { function: function.to_owned() })?;
     let tag = target.tag.or_else(|| req.headers().get(&GUST_TAG).and_then(|v| v.to_str().ok()));
@@ -135,22 +171,27 @@ async fn forward(
         parts.headers.remove(header::AUTHORIZATION);
     }
     let original = parts.uri.clone();
-    let uri = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    parts.uri = uri.parse::<Uri>().map_err(|e| Error::BadRequest { message: format!("bad path: {e}") })?;
-    prepare_headers(&mut parts.headers, peer, &original, target, call);
+    // The function sees an origin-form URI of its own path; one already so stays as is.
+    if path != original.path() || original.authority().is_some() {
+        let uri = match original.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        parts.uri = PathAndQuery::try_from(uri)
+            .map(Uri::from)
+            .map_err(|e| Error::BadRequest { message: format!("bad path: {e}") })?;
+    }
+    prepare_headers(&mut parts.headers, peer, &original, target, call_header);
     let exceeded = Arc::new(AtomicBool::new(false));
     let body = boxed(LimitedBody::new(body, limit, exceeded.clone()));
     let deadline = arrived + spec.limits.timeout;
-    let mut resp = gw.supervisor.call(&revision, call, Request::from_parts(parts, body), deadline, exceeded).await?;
+    let (mut resp, cold) =
+        gw.supervisor.call(&revision, call, Request::from_parts(parts, body), deadline, exceeded).await?;
     strip(resp.headers_mut(), |_| false);
-    resp.extensions_mut().insert(revision.id.clone());
-    Ok(resp)
+    Ok(Forwarded { resp, revision: revision.id.number(), cold })
 }
 
-fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: &Target<'_>, call: &CallId) {
+fn prepare_headers(h: &mut HeaderMap, peer: &Peer, original: &Uri, target: &Target<'_>, call: Option<HeaderValue>) {
     // Callers may not forge parameters or gust's start-up probe: any they sent go with
     // the hop-by-hop headers.
     strip(h, |name| {
@@ -160,18 +201,18 @@ fn prepare_headers(h: &mut HeaderMap, peer: SocketAddr, original: &Uri, target: 
             || *name == LAMBDA_CONTEXT
     });
     let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip())).ok(),
+        None => peer.forwarded_for.clone(),
     };
     let uri = original.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
     let host = h.get(header::HOST).filter(|v| v.to_str().is_ok()).cloned();
     let vouched = [
-        (X_FORWARDED_FOR, HeaderValue::from_str(&forwarded_for).ok()),
+        (X_FORWARDED_FOR, forwarded_for),
         (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
         (X_FORWARDED_URI, HeaderValue::from_str(uri).ok()),
-        (X_FORWARDED_PREFIX, target.prefix.as_deref().and_then(|p| HeaderValue::from_str(p).ok())),
+        (X_FORWARDED_PREFIX, target.prefix.and_then(|p| HeaderValue::from_str(p).ok())),
         (X_FORWARDED_HOST, host),
-        (X_CALL_ID, HeaderValue::from_str(call.as_str()).ok()),
+        (X_CALL_ID, call),
     ];
     for (name, value) in vouched {
         match value {
@@ -215,10 +256,13 @@ const LAMBDA_CONTEXT: HeaderName = HeaderName::from_static(gust_runtime::lambda:
 const GUST_TAG: HeaderName = HeaderName::from_static("gust-tag");
 
 /// Drops the hop-by-hop headers, those named in `Connection`, and any `also` picks, in
-/// one pass over the map (it runs twice on every call).
+/// one pass over the map (it runs twice on every call, and usually finds nothing).
 fn strip(h: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
-    let mut doomed: Vec<HeaderName> =
-        h.keys().filter(|k| HOP_BY_HOP.contains(k) || *k == header::TRANSFER_ENCODING || also(k)).cloned().collect();
+    let doomed = |k: &HeaderName| HOP_BY_HOP.contains(k) || *k == header::TRANSFER_ENCODING || also(k);
+    if !h.keys().any(doomed) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = h.keys().filter(|k| doomed(k)).cloned().collect();
     doomed.extend(
         h.get_all(header::CONNECTION)
             .iter()
@@ -228,5 +272,23 @@ fn strip(h: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     );
     for name in doomed {
         h.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_written_in_seconds_with_six_decimals() {
+        for (d, text) in [
+            (Duration::ZERO, "0.000000"),
+            (Duration::from_micros(1), "0.000001"),
+            (Duration::from_nanos(1_234_567_890), "1.234567"),
+            (Duration::from_secs(86_400), "86400.000000"),
+            (Duration::MAX, "18446744073709551615.999999"),
+        ] {
+            assert_eq!(super::seconds(d).to_str().ok(), Some(text));
+        }
     }
 }

@@ -120,7 +120,11 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
     }
     let limit =
         if kind == "Event" { MAX_EVENT.min(revision.spec.limits.max_body) } else { revision.spec.limits.max_body };
-    let call = CallId::from_caller(req.headers().get(crate::invoke::CALL_ID).map(HeaderValue::as_bytes));
+    let arrived_ms = crate::now_ms();
+    let call = CallId::from_caller_at(
+        req.headers().get(crate::invoke::CALL_ID).map(HeaderValue::as_bytes),
+        u64::try_from(arrived_ms).unwrap_or(0),
+    );
     // X-Amz-Client-Context is base64 JSON (at most 3583 bytes, as on Lambda); the client
     // gets it decoded.
     let client_context = match req.headers().get("x-amz-client-context") {
@@ -174,7 +178,7 @@ async fn run(gw: &Arc<Gateway>, name: &str, req: Request<Incoming>) -> Result<Re
                 .map_err(|e| ApiError::from_gateway(&e))?;
             Ok(answer(StatusCode::ACCEPTED, &call, None, Bytes::new()))
         }
-        _ => sync(gw, &function, &revision, &call, payload, client_context).await,
+        _ => sync(gw, &function, &revision, (&call, arrived_ms), payload, client_context).await,
     }
 }
 
@@ -183,11 +187,10 @@ async fn sync(
     gw: &Arc<Gateway>,
     function: &str,
     revision: &Arc<gust_store::Revision>,
-    call: &CallId,
+    (call, arrived_ms): (&CallId, i64),
     payload: Bytes,
     client_context: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let arrived_ms = crate::now_ms();
     let mut req = Request::new(full(payload));
     *req.method_mut() = http::Method::POST;
     let h = req.headers_mut();
@@ -209,7 +212,7 @@ async fn sync(
         error,
         arrived_ms,
         answered_ms: crate::now_ms(),
-        revision: outcome.revision.clone(),
+        revision: outcome.revision.is_some().then(|| revision.id.number()),
         cold_start: outcome.cold_start,
     };
     let version = Some(revision.id.number().to_string());

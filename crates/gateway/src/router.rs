@@ -15,6 +15,8 @@ pub enum Route<'a> {
         tag: Option<&'a str>,
         /// The path the function sees, always starting with `/`.
         path: &'a str,
+        /// What comes before `path` (`/function/{name}[@{tag}]`), for `X-Forwarded-Prefix`.
+        prefix: &'a str,
     },
     /// `POST /async-function/{name}[/{path…}]`: accept a call to run later.
     AsyncInvoke {
@@ -135,6 +137,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        let prefix = &path[..path.len() - rest.len() + function.len()];
         let (function, tag) = match function.split_once('@') {
             Some((f, t)) => (f, Some(t)),
             None => (function, None),
@@ -142,7 +145,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         if function.is_empty() {
             return Route::NotFound;
         }
-        return Route::Invoke { function, tag, path: sub };
+        return Route::Invoke { function, tag, path: sub, prefix };
     }
     let get = |r: Route<'a>| if method == Method::GET { r } else { Route::MethodNotAllowed { allow: "GET" } };
     match path {
@@ -236,11 +239,31 @@ mod tests {
         let cases: &[(Method, &str, Route<'_>)] = &[
             (Method::GET, "/healthz", Route::Health),
             (Method::POST, "/healthz", Route::MethodNotAllowed { allow: "GET" }),
-            (Method::POST, "/function/hello", Route::Invoke { function: "hello", tag: None, path: "/" }),
-            (Method::PATCH, "/function/hello/", Route::Invoke { function: "hello", tag: None, path: "/" }),
-            (Method::GET, "/function/hello/a/b", Route::Invoke { function: "hello", tag: None, path: "/a/b" }),
-            (Method::GET, "/function/hello@v2/a", Route::Invoke { function: "hello", tag: Some("v2"), path: "/a" }),
-            (Method::GET, "/function/hello@", Route::Invoke { function: "hello", tag: Some(""), path: "/" }),
+            (
+                Method::POST,
+                "/function/hello",
+                Route::Invoke { function: "hello", tag: None, path: "/", prefix: "/function/hello" },
+            ),
+            (
+                Method::PATCH,
+                "/function/hello/",
+                Route::Invoke { function: "hello", tag: None, path: "/", prefix: "/function/hello" },
+            ),
+            (
+                Method::GET,
+                "/function/hello/a/b",
+                Route::Invoke { function: "hello", tag: None, path: "/a/b", prefix: "/function/hello" },
+            ),
+            (
+                Method::GET,
+                "/function/hello@v2/a",
+                Route::Invoke { function: "hello", tag: Some("v2"), path: "/a", prefix: "/function/hello@v2" },
+            ),
+            (
+                Method::GET,
+                "/function/hello@",
+                Route::Invoke { function: "hello", tag: Some(""), path: "/", prefix: "/function/hello@" },
+            ),
             (Method::GET, "/function/@v2", Route::NotFound),
             (Method::GET, "/function/", Route::NotFound),
             (Method::GET, "/api/v1/info", Route::Api(Api::Info)),

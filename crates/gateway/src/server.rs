@@ -9,7 +9,7 @@ use gust_api::RevisionId;
 use gust_api::wire::Info;
 use gust_runtime::{Body, Supervisor};
 use gust_store::{Retention, Serving, Store};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -215,25 +215,19 @@ impl Gateway {
     }
 
     /// Answers one request. Never fails: every error becomes a response.
-    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
+    pub async fn handle(self: Arc<Self>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
+        // A clone of the URI shares its bytes (a reference count), where the path alone
+        // would be copied.
+        let uri = req.uri().clone();
+        let path = uri.path();
         if let Some((function, tag)) = self.host_function(&req) {
-            let target = invoke::Target {
-                function: &function,
-                tag: tag.as_deref(),
-                path: &path,
-                prefix: None,
-                params: Vec::new(),
-            };
+            let target =
+                invoke::Target { function: &function, tag: tag.as_deref(), path, prefix: None, params: Vec::new() };
             return invoke::invoke(&self, peer, target, req).await;
         }
-        match route(req.method(), &path) {
-            Route::Invoke { function, tag, path: sub } => {
-                let prefix = Some(match tag {
-                    Some(t) => format!("/function/{function}@{t}"),
-                    None => format!("/function/{function}"),
-                });
-                let target = invoke::Target { function, tag, path: sub, prefix, params: Vec::new() };
+        match route(req.method(), path) {
+            Route::Invoke { function, tag, path: sub, prefix } => {
+                let target = invoke::Target { function, tag, path: sub, prefix: Some(prefix), params: Vec::new() };
                 invoke::invoke(&self, peer, target, req).await
             }
             Route::AsyncInvoke { function, path: sub } => {
@@ -285,15 +279,31 @@ impl Gateway {
                 };
                 result.unwrap_or_else(|e| e.into_response(None))
             }
-            Route::NotFound => match self.registry.find_route(req.method().as_str(), &path) {
+            Route::NotFound => match self.registry.find_route(req.method().as_str(), path) {
                 Some((function, params)) => {
-                    let target = invoke::Target { function: &function, tag: None, path: &path, prefix: None, params };
+                    let target = invoke::Target { function: &function, tag: None, path, prefix: None, params };
                     invoke::invoke(&self, peer, target, req).await
                 }
-                None => Error::RouteNotFound { path }.into_response(None),
+                None => Error::RouteNotFound { path: path.to_owned() }.into_response(None),
             },
             Route::MethodNotAllowed { allow } => Error::MethodNotAllowed { allow }.into_response(None),
         }
+    }
+}
+
+/// The other end of a connection, worked out once per connection rather than per call.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP address as an `X-Forwarded-For` element.
+    pub forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok() }
     }
 }
 
@@ -321,9 +331,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: w
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
+        let peer = Arc::new(Peer::new(peer));
         let svc = hyper::service::service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(peer, req).await) }
+            let (gw, peer) = (gw.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(gw.handle(&peer, req).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);

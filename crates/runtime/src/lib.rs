@@ -49,4 +49,4 @@ pub mod zygote;
 pub use body::Body;
 pub use error::{Error, Result};
 pub use interpreters::Interpreters;
-pub use supervisor::{ColdStart, HostLimits, Supervisor, SupervisorConfig, WarmPools};
+pub use supervisor::{HostLimits, Supervisor, SupervisorConfig, WarmPools};

@@ -36,45 +36,53 @@ pub async fn call(
 ) -> Result<Response<Body>> {
     let instance = slot.instance().clone();
     let spec = &instance.revision.spec;
+    // One timer for the whole call, from the wait for a connection to the body's last
+    // byte: registered once, where a timeout per step would register and drop one each.
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
     // A kept connection is used once its previous exchange has wound down (hyper accepts
     // the next request then); one that turns out closed is replaced by a new one.
     let kept = match instance.take_connection() {
-        Some(mut c) => match tokio::time::timeout_at(deadline, c.ready()).await {
-            Ok(Ok(())) => Some(c),
-            Ok(Err(_)) => None,
-            Err(_) => return Err(timed_out(slot)),
+        Some(mut c) => match until(&mut timer, c.ready()).await {
+            Some(Ok(())) => Some(c),
+            Some(Err(_)) => None,
+            None => return Err(timed_out(slot)),
         },
         None => None,
     };
     let mut conn = match kept {
         Some(c) => c,
-        None => match tokio::time::timeout_at(deadline, connect(&instance)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(broken(slot, &instance, &format!("could not connect: {e}")).await),
-            Err(_) => return Err(timed_out(slot)),
+        None => match until(&mut timer, connect(&instance)).await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(broken(slot, &instance, &format!("could not connect: {e}")).await),
+            None => return Err(timed_out(slot)),
         },
     };
-    match tokio::time::timeout_at(deadline, conn.send_request(req)).await {
-        Err(_) => Err(timed_out(slot)),
-        Ok(Err(e)) => {
+    match until(&mut timer, conn.send_request(req)).await {
+        None => Err(timed_out(slot)),
+        Some(Err(e)) => {
             if exceeded.load(Ordering::Acquire) {
                 return Err(Error::BodyTooLarge { limit: spec.limits.max_body });
             }
             Err(broken(slot, &instance, &e.to_string()).await)
         }
-        Ok(Ok(resp)) => {
+        Some(Ok(resp)) => {
             instance.answered();
             let (parts, body) = resp.into_parts();
             let complete = http_body::Body::is_end_stream(&body);
             let lease = Lease { slot: Some(slot), conn: Some(conn), complete };
-            let body = CallBody {
-                inner: body,
-                lease,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
-                timeout: spec.limits.timeout,
-            };
+            let body = CallBody { inner: body, lease, deadline: timer, timeout: spec.limits.timeout };
             Ok(Response::from_parts(parts, boxed(body)))
         }
+    }
+}
+
+/// `work`'s output, or `None` if `timer` fires first (`work` is polled first, so one
+/// that is ready at once never touches the timer).
+async fn until<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, work: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        () = timer.as_mut() => None,
     }
 }
 

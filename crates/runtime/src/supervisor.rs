@@ -88,10 +88,6 @@ impl Default for WarmPools {
     }
 }
 
-/// A response extension: whether the call waited for an instance started for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ColdStart(pub bool);
-
 /// Runs every function's instances.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -339,6 +335,7 @@ impl Supervisor {
 
     /// Serves one call on `revision`. `deadline` is when the call's `limits.timeout`
     /// runs out, counted from its arrival; `exceeded` is set by the request body's limit.
+    /// The answer comes with whether the call waited for an instance started for it.
     ///
     /// # Errors
     /// Any [`Error`]; each is one answer the gateway gives.
@@ -349,20 +346,19 @@ impl Supervisor {
         req: Request<Body>,
         deadline: tokio::time::Instant,
         exceeded: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<Response<Body>> {
+    ) -> Result<(Response<Body>, bool)> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
         let pool = self.pool(revision);
         let slot = pool.acquire(call).await?;
-        let cold = ColdStart(slot.cold());
-        let mut resp = match revision.spec.protocol {
+        let cold = slot.cold();
+        let resp = match revision.spec.protocol {
             Protocol::Http => proxy::call(slot, req, deadline, exceeded).await,
             Protocol::Stdio => stdio::call(slot, req, deadline, exceeded).await,
             Protocol::Lambda => lambda::call(slot, req, deadline, exceeded).await,
         }?;
-        resp.extensions_mut().insert(cold);
-        Ok(resp)
+        Ok((resp, cold))
     }
 
     /// Remembers a failed call for `gust describe`.

@@ -127,6 +127,26 @@ CREATE TABLE secrets (
     updated_ms INTEGER NOT NULL
 );
 ",
+    // Answered sync calls, packed per function and second of arrival (see
+    // `store/sync_calls.rs`); the ids callers chose, with the second they are in. Sync
+    // calls recorded before this step stay in `calls`.
+    r"
+CREATE TABLE sync_calls (
+    function TEXT NOT NULL,
+    second   INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    records  BLOB NOT NULL
+);
+CREATE INDEX sync_calls_by_second ON sync_calls (second);
+CREATE INDEX sync_calls_by_function ON sync_calls (function, second);
+CREATE INDEX sync_calls_by_end ON sync_calls (ended_ms);
+CREATE TABLE sync_call_ids (
+    id       TEXT PRIMARY KEY,
+    second   INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sync_call_ids_by_end ON sync_call_ids (ended_ms);
+",
 ];
 
 /// The longest failure text kept for a revision: enough for a traceback's tail.
@@ -793,6 +813,7 @@ pub(crate) mod calls;
 pub(crate) mod retention;
 pub(crate) mod routes;
 pub(crate) mod secrets;
+mod sync_calls;
 #[cfg(test)]
 mod tests;
 pub(crate) mod topics;

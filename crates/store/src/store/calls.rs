@@ -6,7 +6,7 @@
 use gust_api::CallId;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, now_ms};
+use super::{Store, now_ms, sync_calls};
 use crate::{Error, Result};
 
 /// Where a call stands.
@@ -107,7 +107,9 @@ pub struct CallResult {
     pub body: Vec<u8>,
 }
 
-/// A sync call as it is recorded once answered: no request or answer body is kept.
+/// A sync call as it is recorded once answered: no request or answer body is kept. Its
+/// id, when gust made it, was made at `arrived_ms` ([`CallId::generate_at`]): that is
+/// how it is found again.
 #[derive(Debug, Clone)]
 pub struct SyncRecord {
     /// Its id (the `X-Call-Id` of its answer).
@@ -126,8 +128,8 @@ pub struct SyncRecord {
     pub arrived_ms: i64,
     /// When its answer began.
     pub answered_ms: i64,
-    /// The revision it ran on.
-    pub revision: Option<String>,
+    /// The number of the function's revision it ran on.
+    pub revision: Option<u32>,
     /// Whether it waited for an instance to start.
     pub cold_start: Option<bool>,
 }
@@ -164,10 +166,14 @@ impl Store {
     pub fn enqueue(&self, call: &NewCall, max_pending: u32) -> Result<bool> {
         let conn = self.lock();
         // A retry of a stored call is answered as one, full queue or not.
-        let owner: Option<String> = conn
+        let owner: Option<String> = match conn
             .query_row("SELECT function FROM calls WHERE id = ?1", params![call.id.as_str()], |r| r.get(0))
             .optional()
-            .map_err(Error::db("read call"))?;
+            .map_err(Error::db("read call"))?
+        {
+            Some(owner) => Some(owner),
+            None => sync_calls::find(&conn, call.id.as_str())?.map(|c| c.call.function),
+        };
         match owner {
             Some(owner) if owner == call.function => return Ok(false),
             Some(_) => return Err(Error::CallIdTaken { id: call.id.to_string() }),
@@ -209,33 +215,7 @@ impl Store {
     pub fn record_sync(&self, calls: &[SyncRecord]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(Error::db("begin call records"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO calls (id, function, method, path, headers_json, body, status, attempts, accepted_ms,
-                     age_from_ms, next_ms, started_ms, ended_ms, revision, cold_start, result_status, error)
-                     VALUES (?1, ?2, ?3, ?4, '[]', x'', ?5, 1, ?6, ?6, ?6, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT(id) DO NOTHING",
-                )
-                .map_err(Error::db("record sync call"))?;
-            for c in calls {
-                let status = if c.status < 400 { CallStatus::Succeeded } else { CallStatus::Failed };
-                stmt.execute(params![
-                    c.id.as_str(),
-                    c.function,
-                    c.method,
-                    c.path,
-                    status.as_str(),
-                    c.arrived_ms,
-                    c.answered_ms,
-                    c.revision,
-                    c.cold_start,
-                    c.status,
-                    c.error
-                ])
-                .map_err(Error::db("record sync call"))?;
-            }
-        }
+        sync_calls::record(&tx, calls)?;
         tx.commit().map_err(Error::db("commit call records"))
     }
 
@@ -307,10 +287,15 @@ impl Store {
     /// # Errors
     /// [`Error::Database`].
     pub fn call(&self, id: &str) -> Result<Option<StoredCall>> {
-        self.lock()
+        let conn = self.lock();
+        let stored = conn
             .query_row(&format!("SELECT {COLUMNS} FROM calls WHERE id = ?1"), params![id], row_call)
             .optional()
-            .map_err(Error::db("read call"))
+            .map_err(Error::db("read call"))?;
+        match stored {
+            Some(call) => Ok(Some(call)),
+            None => sync_calls::find(&conn, id),
+        }
     }
 
     /// The newest `limit` calls of `function`, with `status` if given.
@@ -328,7 +313,12 @@ impl Store {
         let rows = stmt
             .query_map(params![function, status.map(CallStatus::as_str), limit], row_call)
             .map_err(Error::db("list calls"))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list calls"))
+        let mut calls: Vec<StoredCall> = rows.collect::<rusqlite::Result<_>>().map_err(Error::db("list calls"))?;
+        calls.extend(sync_calls::newest(&conn, function, status, limit)?);
+        calls
+            .sort_by(|a, b| b.accepted_ms.cmp(&a.accepted_ms).then_with(|| b.call.id.as_str().cmp(a.call.id.as_str())));
+        calls.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(calls)
     }
 
     /// Queues dead calls of `function` again (all, or the one `id`), with their attempts
@@ -366,9 +356,11 @@ impl Store {
     /// # Errors
     /// [`Error::Database`].
     pub fn prune_calls(&self, before_ms: i64) -> Result<usize> {
-        self.lock()
+        let conn = self.lock();
+        let calls = conn
             .execute("DELETE FROM calls WHERE status IN ('succeeded', 'failed') AND ended_ms < ?1", params![before_ms])
-            .map_err(Error::db("prune calls"))
+            .map_err(Error::db("prune calls"))?;
+        Ok(calls + sync_calls::prune(&conn, before_ms)?)
     }
 
     /// Calls of `function` not yet final (queued or running).

@@ -382,3 +382,90 @@ fn a_queue_cap_counts_the_pending_calls_of_one_function() {
     assert!(store.enqueue_all(&[call("b2", "g")], |_| 2).is_ok());
     assert!(store.enqueue(&call("a3", "f"), 0).unwrap(), "0 is no cap");
 }
+
+#[test]
+fn sync_calls_are_found_by_id_listed_with_async_ones_kept_first_and_pruned() {
+    use crate::{CallStatus, NewCall, SyncRecord};
+    use gust_api::CallId;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    let base = now_ms();
+    let sync = |id: CallId, function: &str, at: i64, status: u16| SyncRecord {
+        id,
+        function: function.into(),
+        method: "GET".into(),
+        path: "/p?q=1".into(),
+        status,
+        error: (status >= 500).then(|| "the function answered with a server error".into()),
+        arrived_ms: at,
+        answered_ms: at + 3,
+        revision: Some(2),
+        cold_start: Some(false),
+    };
+    let made = |at: i64| CallId::generate_at(u64::try_from(at).unwrap());
+    // Gust's ids over three seconds, two functions; callers' ids, one given twice.
+    let ours: Vec<CallId> = (0..6).map(|i| made(base + i * 700)).collect();
+    let mut batch: Vec<SyncRecord> = ours
+        .iter()
+        .enumerate()
+        .map(|(i, id)| sync(id.clone(), ["f", "g"][i % 2], base + i as i64 * 700, 200))
+        .collect();
+    batch.push(sync(CallId::from_caller(Some(b"mine")), "f", base - 100, 502));
+    batch.push(sync(CallId::from_caller(Some(b"mine")), "f", base - 90, 200));
+    store.record_sync(&batch).unwrap();
+    // In a later batch: a caller reusing an id gust made earlier, and an async call's id.
+    let queued = NewCall {
+        id: CallId::from_caller(Some(b"queued-1")),
+        function: "f".into(),
+        method: "POST".into(),
+        path: "/".into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        callback_url: None,
+    };
+    assert!(store.enqueue(&queued, 0).unwrap());
+    store
+        .record_sync(&[sync(ours[0].clone(), "g", base + 5_000, 404), sync(queued.id.clone(), "f", base + 5_000, 200)])
+        .unwrap();
+
+    let c = store.call(ours[2].as_str()).unwrap().expect("found by its own time");
+    assert_eq!((c.call.function.as_str(), c.status, c.attempts), ("f", CallStatus::Succeeded, 1));
+    assert_eq!((c.accepted_ms, c.ended_ms, c.revision.as_deref()), (base + 1_400, Some(base + 1_403), Some("f-00002")));
+    assert_eq!((c.call.method.as_str(), c.call.path.as_str(), c.cold_start), ("GET", "/p?q=1", Some(false)));
+    assert_eq!(c.result.map(|r| r.status), Some(200));
+    // The first record of an id is kept.
+    let mine = store.call("mine").unwrap().expect("a caller's id");
+    assert_eq!(
+        (mine.status, mine.error.as_deref()),
+        (CallStatus::Failed, Some("the function answered with a server error"))
+    );
+    assert_eq!(store.call(ours[0].as_str()).unwrap().unwrap().call.function, "f");
+    assert_eq!(store.call("queued-1").unwrap().unwrap().status, CallStatus::Queued);
+    assert!(store.call(made(base + 1).as_str()).unwrap().is_none());
+    assert!(store.call("nobody").unwrap().is_none());
+
+    // An async call may not take a sync call's id: its own function's is a retry.
+    let reuse = |function: &str| NewCall { id: ours[1].clone(), function: function.into(), ..queued.clone() };
+    assert!(!store.enqueue(&reuse("g"), 0).unwrap());
+    assert!(matches!(store.enqueue(&reuse("f"), 0), Err(Error::CallIdTaken { .. })));
+
+    // Newest first, sync and async together, by status, cut at the limit.
+    let listed = |status, limit| -> Vec<String> {
+        store.calls("f", status, limit).unwrap().iter().map(|c| c.call.id.to_string()).collect()
+    };
+    // (The async call was accepted at `base` or just after, so after ours[0].)
+    let all = listed(None, 10);
+    assert_eq!(all, [ours[4].as_str(), ours[2].as_str(), "queued-1", ours[0].as_str(), "mine"]);
+    assert_eq!(listed(None, 2), all[..2]);
+    assert_eq!(listed(Some(CallStatus::Failed), 10), ["mine"]);
+    assert_eq!(listed(Some(CallStatus::Queued), 10), ["queued-1"]);
+
+    // Pruned by when they ended; a reopened store still finds the rest.
+    store.prune_calls(base + 500).unwrap();
+    assert!(store.call(ours[0].as_str()).unwrap().is_none() && store.call("mine").unwrap().is_none());
+    drop(store);
+    let store = Store::open(dir.path(), ArchiveLimits::default()).unwrap();
+    assert!(store.call(ours[3].as_str()).unwrap().is_some());
+    store.prune_calls(base + 60_000).unwrap();
+    assert!(store.call(ours[5].as_str()).unwrap().is_none());
+}
