@@ -291,6 +291,18 @@ fn a_sync_calls_id_finds_its_record_until_the_retention_passes() {
     });
     assert!(rec["error"].as_str().unwrap().contains("no tag `nope`"), "{rec}");
     assert!(g.cli_ok(&["calls", "direct"]).contains(&id));
+    // An id the caller chose finds its call too, and its first call keeps it.
+    assert_eq!(g.call("POST", "/function/direct", b"first", &["X-Call-Id: mine-7"]).status, 200);
+    assert_eq!(g.call("POST", "/function/direct", b"boom", &["X-Call-Id: mine-7"]).status, 500);
+    let rec = eventually("the caller's id's record", || {
+        let r = g.call("GET", "/calls/mine-7", b"", &[]);
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!((rec["status"].as_str(), rec["logs"][0]["line"].as_str()), (Some("succeeded"), Some("sync first")));
+    // An async call sent with a sync call's id is that call again, not a new one.
+    let again = g.call("POST", "/async-function/direct", b"x", &[&format!("X-Call-Id: {id}")]);
+    assert_eq!((again.status, again.json()["status"].as_str()), (202, Some("duplicate")), "{}", again.text());
+    assert_eq!(call(&g, &id)["status"], "succeeded");
 
     // With no retention, the next collection (a deploy runs one) forgets them.
     g.deploy(
