@@ -9,7 +9,9 @@
 //! the call arrived (the gateway makes it with that time), which names the second to
 //! look in; an id the caller chose (`X-Call-Id`) has a row of its own in
 //! `sync_call_ids` saying which second. The first record of an id is the one kept, as
-//! for async calls.
+//! for async calls; a caller sending back an id gust made for an earlier call is not
+//! looked for when recording (that would mean a search per call), but the call gust
+//! made it for is the one found.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -73,29 +75,35 @@ pub(super) fn record(conn: &Connection, calls: &[SyncRecord]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a caller's id is already some call's.
+/// Whether a caller's id is already some call's (an async call's, or a sync call's
+/// the caller chose it for).
 fn taken(conn: &Connection, id: &CallId) -> Result<bool> {
-    let db = Error::db("read call");
     let known = |sql: &str| conn.query_row(sql, params![id.as_str()], |_| Ok(())).optional().map(|r| r.is_some());
-    Ok(known("SELECT 1 FROM calls WHERE id = ?1").map_err(db)?
-        || known("SELECT 1 FROM sync_call_ids WHERE id = ?1").map_err(Error::db("read call"))?
-        // A caller sending back an id gust made for one of its earlier calls.
-        || (id.millis().is_some() && find(conn, id.as_str())?.is_some()))
+    Ok(known("SELECT 1 FROM calls WHERE id = ?1").map_err(Error::db("read call"))?
+        || known("SELECT 1 FROM sync_call_ids WHERE id = ?1").map_err(Error::db("read call"))?)
 }
 
-/// The recorded sync call `id`, if any.
+/// The recorded sync call `id`, if any: first where its time says (an id gust made,
+/// which wins over a caller's later use of it), then among the ids callers chose.
 pub(super) fn find(conn: &Connection, id: &str) -> Result<Option<StoredCall>> {
+    let id = CallId::from_caller(Some(id.as_bytes()));
+    if let Some(second) = id.millis().and_then(|ms| i64::try_from(ms).ok()).map(|ms| ms.div_euclid(1000))
+        && let Some(call) = find_in(conn, second, &id)?
+    {
+        return Ok(Some(call));
+    }
     let chosen: Option<i64> = conn
-        .query_row("SELECT second FROM sync_call_ids WHERE id = ?1", params![id], |r| r.get(0))
+        .query_row("SELECT second FROM sync_call_ids WHERE id = ?1", params![id.as_str()], |r| r.get(0))
         .optional()
         .map_err(Error::db("read call"))?;
-    let second = match chosen {
-        Some(s) => s,
-        None => match CallId::from_caller(Some(id.as_bytes())).millis().and_then(|ms| i64::try_from(ms).ok()) {
-            Some(ms) => ms.div_euclid(1000),
-            None => return Ok(None),
-        },
-    };
+    match chosen {
+        Some(second) => find_in(conn, second, &id),
+        None => Ok(None),
+    }
+}
+
+/// The call `id` among those that arrived in `second`.
+fn find_in(conn: &Connection, second: i64, id: &CallId) -> Result<Option<StoredCall>> {
     let mut stmt = conn
         .prepare_cached("SELECT function, records FROM sync_calls WHERE second = ?1")
         .map_err(Error::db("read call"))?;
@@ -103,7 +111,7 @@ pub(super) fn find(conn: &Connection, id: &str) -> Result<Option<StoredCall>> {
     while let Some(row) = rows.next().map_err(Error::db("read call"))? {
         let function: String = row.get(0).map_err(Error::db("read call"))?;
         let blob = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(Error::db("read call"))?;
-        if let Some(call) = decode(&function, blob).into_iter().find(|c| c.id.as_str() == id) {
+        if let Some(call) = locate(&function, blob, id) {
             return Ok(Some(stored(call)));
         }
     }
@@ -241,10 +249,34 @@ fn decode(function: &str, blob: &[u8]) -> Vec<SyncRecord> {
     out
 }
 
+/// The record of `id` in `blob`, stepping over the others without decoding them (a
+/// second of a busy server holds tens of thousands).
+fn locate(function: &str, blob: &[u8], id: &CallId) -> Option<SyncRecord> {
+    let uuid = id.as_uuid_v7().map(|u| *u.as_bytes());
+    let mut r = Reader(blob);
+    while !r.0.is_empty() {
+        let start = r.0;
+        let [flags] = r.array()?;
+        let matched =
+            if flags & GUST_ID != 0 { uuid == Some(r.array()?) } else { r.bytes(1)? == id.as_str().as_bytes() };
+        if matched {
+            return Reader(start).record(function);
+        }
+        // Arrival, time to answer, status; the revision; method, path and error.
+        r.take(8 + 4 + 2 + if flags & HAS_REVISION != 0 { 4 } else { 0 })?;
+        r.bytes(2)?;
+        r.bytes(4)?;
+        if flags & HAS_ERROR != 0 {
+            r.bytes(4)?;
+        }
+    }
+    None
+}
+
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
@@ -254,11 +286,15 @@ impl Reader<'_> {
         self.take(N)?.try_into().ok()
     }
 
-    fn text(&mut self, width: usize) -> Option<String> {
+    /// Bytes after their length in `width` bytes.
+    fn bytes(&mut self, width: usize) -> Option<&'a [u8]> {
         let mut len = [0u8; 8];
         len.get_mut(..width)?.copy_from_slice(self.take(width)?);
-        let bytes = self.take(usize::try_from(u64::from_le_bytes(len)).ok()?)?;
-        String::from_utf8(bytes.to_vec()).ok()
+        self.take(usize::try_from(u64::from_le_bytes(len)).ok()?)
+    }
+
+    fn text(&mut self, width: usize) -> Option<String> {
+        String::from_utf8(self.bytes(width)?.to_vec()).ok()
     }
 
     fn record(&mut self, function: &str) -> Option<SyncRecord> {
@@ -332,6 +368,35 @@ mod tests {
         let second = &back[1];
         assert_eq!((second.id.as_str(), second.error.as_deref()), ("mine-1", Some("the function did not answer")));
         assert_eq!((second.revision, second.cold_start, second.status), (None, None, 504));
+    }
+
+    #[test]
+    fn a_record_is_located_by_its_id_among_others() {
+        let at = 1_764_000_000_000;
+        let mut blob = Vec::new();
+        let ids: Vec<CallId> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    CallId::generate_at(at as u64)
+                } else {
+                    CallId::from_caller(Some(format!("c{i}").as_bytes()))
+                }
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut c = call(id.clone(), at + i as i64);
+            c.error = (i % 3 == 0).then(|| format!("error {i}"));
+            c.revision = (i % 5 != 0).then_some(1);
+            encode(&c, id.as_uuid_v7().filter(|_| i % 2 == 0), &mut blob);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let found = locate("f", &blob, id).expect("located");
+            assert_eq!((&found.id, found.arrived_ms), (id, at + i as i64));
+            assert_eq!(found.error, (i % 3 == 0).then(|| format!("error {i}")));
+        }
+        assert!(locate("f", &blob, &CallId::generate_at(at as u64)).is_none());
+        assert!(locate("f", &blob, &CallId::from_caller(Some(b"c2"))).is_none());
+        assert!(locate("f", &blob[..blob.len() - 1], &ids[49]).is_none());
     }
 
     #[test]
