@@ -31,8 +31,11 @@ use crate::{Error, Gateway};
 
 /// The longest answer kept for a call; a longer one fails the call.
 pub const MAX_RESULT: u64 = 6 << 20;
-/// How often due retries are looked for when nothing wakes the dispatcher sooner.
-const POLL: Duration = Duration::from_millis(200);
+/// The longest the dispatcher sleeps with nothing due. Everything that queues a call or
+/// frees a place for one wakes it (an accept, an event, a schedule, a redrive, a deploy,
+/// an attempt's end), and it sleeps until the earliest retry is due; this is only a
+/// safety net, so an idle server does not poll its store.
+const IDLE: Duration = Duration::from_secs(10);
 /// Attempts at POSTing a callback, and the time each may take.
 const CALLBACK_TRIES: u32 = 3;
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,25 +66,38 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         // A call of a function that is gone is claimed too, to be dead-lettered.
         let claimed = gw
             .with_store(move |s| {
-                s.claim(now, |f| match free.get_mut(f) {
+                let calls = s.claim(now, |f| match free.get_mut(f) {
                     Some(0) => false,
                     Some(n) => {
                         *n -= 1;
                         true
                     }
                     None => true,
-                })
+                })?;
+                Ok((calls, s.next_due()?))
             })
             .await;
-        match claimed {
-            Ok(calls) => {
+        let wait = match claimed {
+            Ok((calls, next_due)) => {
+                let progress = !calls.is_empty();
                 for call in calls {
                     *lock(&in_flight).entry(call.call.function.clone()).or_default() += 1;
                     attempts.spawn(attempt(gw.clone(), call, in_flight.clone()));
                 }
+                match next_due {
+                    Some(due) if due > now => IDLE.min(Duration::from_millis(u64::try_from(due - now).unwrap_or(0))),
+                    // More were due than one claim takes.
+                    Some(_) if progress => Duration::ZERO,
+                    // Nothing queued, or what is due waits for a place its function's
+                    // attempts free (each one's end wakes this loop).
+                    _ => IDLE,
+                }
             }
-            Err(error) => tracing::error!(%error, "could not claim async calls"),
-        }
+            Err(error) => {
+                tracing::error!(%error, "could not claim async calls");
+                Duration::from_secs(1)
+            }
+        };
         while let Some(done) = attempts.try_join_next() {
             if let Err(error) = done {
                 tracing::error!(%error, "an async call's task failed");
@@ -89,7 +105,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = gw.calls_ready.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
     }

@@ -191,6 +191,8 @@ impl Gateway {
             .ok_or_else(|| Error::Internal(format!("function `{function}` has no latest revision")))?;
         self.supervisor.serve(function, routing.revisions(), new);
         self.registry.set(function, Arc::new(routing));
+        // Its `[async]` settings may let more of its queued calls run now.
+        self.calls_ready.notify_one();
         Ok(())
     }
 

@@ -256,6 +256,16 @@ impl Store {
         Ok(claimed)
     }
 
+    /// When the earliest queued call is due (ms since the epoch), if any is queued.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        self.lock()
+            .query_row("SELECT MIN(next_ms) FROM calls WHERE status = 'queued'", [], |r| r.get(0))
+            .map_err(Error::db("read due calls"))
+    }
+
     /// Records how an attempt ended: queued again for `retry_at_ms`, or final.
     ///
     /// # Errors
