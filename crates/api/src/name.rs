@@ -104,10 +104,22 @@ impl serde::Serialize for RevisionId {
 }
 
 /// The id of one call: a UUIDv7 (so ids sort by time) unless the caller sent its own
-/// `X-Call-Id`, which is kept when it is short, printable ASCII.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct CallId(String);
+/// `X-Call-Id`, which is kept when it is short, printable ASCII. Shared, not copied: a
+/// call's id is held by its slot, its instance and its record at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallId(std::sync::Arc<str>);
+
+impl serde::Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CallId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Self(String::deserialize(d)?.into()))
+    }
+}
 
 impl CallId {
     /// The longest caller-supplied id that is kept as is.
@@ -145,7 +157,7 @@ impl CallId {
         match value {
             Some(v) if !v.is_empty() && v.len() <= Self::MAX_LEN && v.iter().all(|b| b.is_ascii_graphic()) => {
                 // All bytes are visible ASCII, so this is valid UTF-8.
-                Self(String::from_utf8_lossy(v).into_owned())
+                Self(String::from_utf8_lossy(v).into())
             }
             _ => make(),
         }
@@ -154,7 +166,7 @@ impl CallId {
     /// The id written as `uuid` is (lower case, hyphenated).
     pub fn from_uuid(uuid: uuid::Uuid) -> Self {
         let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        Self(uuid.hyphenated().encode_lower(&mut text).to_owned())
+        Self((&*uuid.hyphenated().encode_lower(&mut text)).into())
     }
 
     /// The UUIDv7 this id is written as, when it is one in the form gust writes (lower
@@ -178,6 +190,12 @@ impl CallId {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `other` is this very id (the same allocation), not just an equal one: a
+    /// pointer comparison, for telling apart the calls an instance holds.
+    pub fn is(&self, other: &CallId) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

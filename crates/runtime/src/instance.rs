@@ -803,7 +803,8 @@ impl Instance {
     /// Marks `call` as done.
     pub fn end_call(&self, call: &CallId) {
         let mut st = self.lock();
-        if let Some(i) = st.calls.iter().position(|c| c == call) {
+        // The slot's own clone of the id: a pointer comparison, whatever the calls in flight.
+        if let Some(i) = st.calls.iter().position(|c| c.is(call)) {
             st.calls.swap_remove(i);
         }
     }
