@@ -414,4 +414,39 @@ mod tests {
         garbage[whole + 1] = 200; // the second id's length, past the blob's end
         assert_eq!(decode("f", &garbage).len(), 1);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 500,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// A row's bytes are whatever the database file holds: any of them decode to
+        /// what parses, or stop, and never panic or allocate what a length claims.
+        #[test]
+        fn any_bytes_decode_or_stop_without_a_panic(
+            blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            let _ = decode("f", &blob);
+            let _ = locate("f", &blob, &CallId::from_caller(Some(b"x")));
+            let _ = locate("f", &blob, &CallId::generate_at(1));
+        }
+
+        /// The same for a real row with one byte changed anywhere.
+        #[test]
+        fn a_real_row_with_a_byte_changed_never_panics(at in 0usize..10_000, byte in proptest::prelude::any::<u8>()) {
+            let mut blob = Vec::new();
+            for i in 0..8 {
+                let id = if i % 2 == 0 { CallId::generate_at(5) } else { CallId::from_caller(Some(b"mine")) };
+                let mut c = call(id.clone(), 5);
+                c.error = (i % 3 == 0).then(|| "no".to_owned());
+                encode(&c, id.as_uuid_v7(), &mut blob);
+            }
+            let at = at % blob.len();
+            blob[at] = byte;
+            let _ = decode("f", &blob);
+            let _ = locate("f", &blob, &CallId::from_caller(Some(b"mine")));
+        }
+    }
 }
