@@ -172,19 +172,28 @@ impl CallId {
     /// The UUIDv7 this id is written as, when it is one in the form gust writes (lower
     /// case, hyphenated), so that it round-trips through its 16 bytes.
     pub fn as_uuid_v7(&self) -> Option<uuid::Uuid> {
-        if self.0.len() != uuid::fmt::Hyphenated::LENGTH {
-            return None;
-        }
-        let uuid = uuid::Uuid::try_parse(&self.0).ok().filter(|u| u.get_version_num() == 7)?;
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        (*uuid.hyphenated().encode_lower(&mut text) == *self.0).then_some(uuid)
+        Self::parse_v7(&self.0).map(|(uuid, _)| uuid)
     }
 
     /// The time (ms since the epoch) a UUIDv7 id carries: for an id gust made, when it
     /// was made.
     pub fn millis(&self) -> Option<u64> {
-        let (secs, nanos) = self.as_uuid_v7()?.get_timestamp()?.to_unix();
-        Some(secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000)))
+        Self::parse_v7(&self.0).map(|(_, millis)| millis)
+    }
+
+    /// `text` read as gust writes a UUIDv7 (lower case, hyphenated), with the time it
+    /// carries: one parse for callers that need both.
+    pub fn parse_v7(text: &str) -> Option<(uuid::Uuid, u64)> {
+        if text.len() != uuid::fmt::Hyphenated::LENGTH {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(text).ok().filter(|u| u.get_version_num() == 7)?;
+        let mut written = [0; uuid::fmt::Hyphenated::LENGTH];
+        if *uuid.hyphenated().encode_lower(&mut written) != *text {
+            return None;
+        }
+        let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+        Some((uuid, secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000))))
     }
 
     /// The id as a string slice.

@@ -45,10 +45,9 @@ pub(super) fn record(conn: &Connection, calls: &[SyncRecord]) -> Result<()> {
     let mut seen: HashSet<&str> = HashSet::new();
     for call in calls {
         let second = call.arrived_ms.div_euclid(1000);
-        let gust_id = u64::try_from(call.arrived_ms)
-            .ok()
-            .filter(|ms| call.id.millis() == Some(*ms))
-            .and_then(|_| call.id.as_uuid_v7());
+        let gust_id = CallId::parse_v7(call.id.as_str())
+            .filter(|(_, ms)| i64::try_from(*ms).ok() == Some(call.arrived_ms))
+            .map(|(uuid, _)| uuid);
         let id = call.id.as_str();
         if gust_id.is_none() && (!seen.insert(id) || taken(conn, &call.id)?) {
             continue;
@@ -86,36 +85,59 @@ fn taken(conn: &Connection, id: &CallId) -> Result<bool> {
 /// The recorded sync call `id`, if any: first where its time says (an id gust made,
 /// which wins over a caller's later use of it), then among the ids callers chose.
 pub(super) fn find(conn: &Connection, id: &str) -> Result<Option<StoredCall>> {
-    let id = CallId::from_caller(Some(id.as_bytes()));
-    if let Some(second) = id.millis().and_then(|ms| i64::try_from(ms).ok()).map(|ms| ms.div_euclid(1000))
-        && let Some(call) = find_in(conn, second, &id)?
+    let wanted = Wanted::new(id);
+    if let Some(second) = wanted.second
+        && let Some(call) = find_in(conn, second, &wanted)?
     {
         return Ok(Some(call));
     }
     let chosen: Option<i64> = conn
-        .query_row("SELECT second FROM sync_call_ids WHERE id = ?1", params![id.as_str()], |r| r.get(0))
+        .query_row("SELECT second FROM sync_call_ids WHERE id = ?1", params![id], |r| r.get(0))
         .optional()
         .map_err(Error::db("read call"))?;
     match chosen {
-        Some(second) => find_in(conn, second, &id),
+        Some(second) => find_in(conn, second, &wanted),
         None => Ok(None),
     }
 }
 
-/// The call `id` among those that arrived in `second`.
-fn find_in(conn: &Connection, second: i64, id: &CallId) -> Result<Option<StoredCall>> {
+/// An id being looked for, read once: its text and, for a UUIDv7, its 16 bytes (what a
+/// packed record of an id gust made holds) and the second it names.
+struct Wanted<'a> {
+    text: &'a str,
+    uuid: Option<[u8; 16]>,
+    second: Option<i64>,
+}
+
+impl<'a> Wanted<'a> {
+    fn new(text: &'a str) -> Self {
+        let v7 = CallId::parse_v7(text);
+        Self {
+            text,
+            uuid: v7.map(|(uuid, _)| *uuid.as_bytes()),
+            second: v7.and_then(|(_, ms)| i64::try_from(ms).ok()).map(|ms| ms.div_euclid(1000)),
+        }
+    }
+}
+
+/// The call `wanted` among those that arrived in `second`.
+fn find_in(conn: &Connection, second: i64, wanted: &Wanted<'_>) -> Result<Option<StoredCall>> {
     let mut stmt = conn
         .prepare_cached("SELECT function, records FROM sync_calls WHERE second = ?1")
         .map_err(Error::db("read call"))?;
     let mut rows = stmt.query(params![second]).map_err(Error::db("read call"))?;
     while let Some(row) = rows.next().map_err(Error::db("read call"))? {
         let function: String = row.get(0).map_err(Error::db("read call"))?;
-        let blob = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(Error::db("read call"))?;
-        if let Some(call) = locate(&function, blob, id) {
+        if let Some(call) = locate(&function, blob(row).map_err(Error::db("read call"))?, wanted) {
             return Ok(Some(stored(call)));
         }
     }
     Ok(None)
+}
+
+/// A row's packed records (column 1), borrowed from the row.
+fn blob<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<&'r [u8]> {
+    row.get_ref(1)?.as_blob().map_err(Into::into)
 }
 
 /// At least the newest `limit` sync calls of `function` with `status` (if given),
@@ -249,16 +271,15 @@ fn decode(function: &str, blob: &[u8]) -> Vec<SyncRecord> {
     out
 }
 
-/// The record of `id` in `blob`, stepping over the others without decoding them (a
+/// The record `wanted` in `blob`, stepping over the others without decoding them (a
 /// second of a busy server holds tens of thousands).
-fn locate(function: &str, blob: &[u8], id: &CallId) -> Option<SyncRecord> {
-    let uuid = id.as_uuid_v7().map(|u| *u.as_bytes());
+fn locate(function: &str, blob: &[u8], wanted: &Wanted<'_>) -> Option<SyncRecord> {
     let mut r = Reader(blob);
     while !r.0.is_empty() {
         let start = r.0;
         let [flags] = r.array()?;
         let matched =
-            if flags & GUST_ID != 0 { uuid == Some(r.array()?) } else { r.bytes(1)? == id.as_str().as_bytes() };
+            if flags & GUST_ID != 0 { wanted.uuid == Some(r.array()?) } else { r.bytes(1)? == wanted.text.as_bytes() };
         if matched {
             return Reader(start).record(function);
         }
@@ -390,13 +411,13 @@ mod tests {
             encode(&c, id.as_uuid_v7().filter(|_| i % 2 == 0), &mut blob);
         }
         for (i, id) in ids.iter().enumerate() {
-            let found = locate("f", &blob, id).expect("located");
+            let found = locate("f", &blob, &Wanted::new(id.as_str())).expect("located");
             assert_eq!((&found.id, found.arrived_ms), (id, at + i as i64));
             assert_eq!(found.error, (i % 3 == 0).then(|| format!("error {i}")));
         }
-        assert!(locate("f", &blob, &CallId::generate_at(at as u64)).is_none());
-        assert!(locate("f", &blob, &CallId::from_caller(Some(b"c2"))).is_none());
-        assert!(locate("f", &blob[..blob.len() - 1], &ids[49]).is_none());
+        assert!(locate("f", &blob, &Wanted::new(CallId::generate_at(at as u64).as_str())).is_none());
+        assert!(locate("f", &blob, &Wanted::new("c2")).is_none());
+        assert!(locate("f", &blob[..blob.len() - 1], &Wanted::new(ids[49].as_str())).is_none());
     }
 
     #[test]
@@ -429,8 +450,8 @@ mod tests {
             blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
         ) {
             let _ = decode("f", &blob);
-            let _ = locate("f", &blob, &CallId::from_caller(Some(b"x")));
-            let _ = locate("f", &blob, &CallId::generate_at(1));
+            let _ = locate("f", &blob, &Wanted::new("x"));
+            let _ = locate("f", &blob, &Wanted::new(CallId::generate_at(1).as_str()));
         }
 
         /// The same for a real row with one byte changed anywhere.
@@ -446,7 +467,7 @@ mod tests {
             let at = at % blob.len();
             blob[at] = byte;
             let _ = decode("f", &blob);
-            let _ = locate("f", &blob, &CallId::from_caller(Some(b"mine")));
+            let _ = locate("f", &blob, &Wanted::new("mine"));
         }
     }
 }
