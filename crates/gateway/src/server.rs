@@ -87,7 +87,7 @@ pub struct Gateway {
     /// Consumers' answers for publishers waiting for a reply.
     pub replies: std::sync::Mutex<crate::topics::Replies>,
     /// Records of answered sync calls, for the writer ([`crate::call_log`]).
-    pub call_log: tokio::sync::mpsc::Sender<gust_store::SyncRecord>,
+    pub call_log: tokio::sync::mpsc::Sender<crate::call_log::Entry>,
     /// Sync call records dropped because the writer fell behind.
     pub calls_unrecorded: std::sync::atomic::AtomicU64,
 }

@@ -54,6 +54,9 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// The OS would not start one of gust's threads.
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
     /// A start-up task panicked (a bug).
     #[error("start-up task failed: {0}")]
     Task(String),

@@ -27,7 +27,7 @@ pub struct Running {
     shutdown_tx: watch::Sender<bool>,
     config: Config,
     /// Records of answered sync calls, for their writer.
-    call_log: tokio::sync::mpsc::Receiver<gust_store::SyncRecord>,
+    call_log: tokio::sync::mpsc::Receiver<gust_gateway::call_log::Entry>,
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
 }
@@ -144,9 +144,9 @@ impl Running {
         let dispatcher = tokio::spawn(gust_gateway::dispatch::run(gateway.clone(), shutdown_tx.subscribe()));
         let schedules = tokio::spawn(gust_gateway::cron::run(gateway.clone(), shutdown_tx.subscribe()));
         let consumers = tokio::spawn(gust_gateway::topics::run(gateway.clone(), shutdown_tx.subscribe()));
-        let records = tokio::spawn(gust_gateway::call_log::run(gateway.clone(), call_log, shutdown_tx.subscribe()));
+        let records = gust_gateway::call_log::start(gateway.clone(), call_log).map_err(Error::Thread)?;
         let grace = config.drain_timeout;
-        let serving = tokio::spawn(gust_gateway::serve(listener, gateway, shutdown_rx, grace));
+        let serving = tokio::spawn(gust_gateway::serve(listener, gateway.clone(), shutdown_rx, grace));
         stop.await;
         tracing::info!(grace = ?grace, "shutting down: draining calls in flight");
         let started = tokio::time::Instant::now();
@@ -162,11 +162,15 @@ impl Running {
             (dispatcher, "dispatcher"),
             (schedules, "schedules"),
             (consumers, "topic consumers"),
-            (records, "call records"),
         ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "task failed");
             }
+        }
+        // Last: every call has been answered and recorded by now.
+        let _ = gateway.call_log.send(gust_gateway::call_log::Entry::Finish).await;
+        if tokio::task::spawn_blocking(move || records.join()).await.map_or(true, |joined| joined.is_err()) {
+            tracing::error!(task = "call records", "task failed");
         }
         tracing::info!("stopped");
         Ok(())

@@ -24,7 +24,9 @@ fn functions_survive_a_restart() {
         "keep",
         &[("gust.toml", &manifest("keep", "python", "")), ("handler.py", "def handle(e, c):\n    return 'kept'\n")],
     );
-    assert_eq!(g.post("keep", "").text(), "kept");
+    let last = g.post("keep", "");
+    assert_eq!(last.text(), "kept");
+    let id = last.header("x-call-id").unwrap().to_owned();
     let pids = g.instance_pids("keep");
     assert_eq!(g.stop().code(), Some(0), "a SIGTERM stop exits 0");
     for pid in pids {
@@ -32,6 +34,10 @@ fn functions_survive_a_restart() {
     }
     let g = g.restart();
     assert!(g.banner.contains("functions: 1"), "{}", g.banner);
+    // The record of a call answered just before the stop was written before the exit.
+    let rec = g.call("GET", &format!("/calls/{id}"), b"", &[]);
+    assert_eq!(rec.status, 200, "{}", rec.text());
+    assert_eq!(rec.json()["result"]["status"], 200);
     assert_eq!(g.post("keep", "").text(), "kept");
     assert_eq!(g.describe("keep")["revisions"][0]["id"], "keep-00001");
 }
