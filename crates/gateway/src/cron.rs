@@ -15,19 +15,27 @@ use tokio::sync::watch;
 
 use crate::Gateway;
 
-/// How often the clock is checked: schedules may name seconds.
-const TICK: Duration = Duration::from_millis(250);
-/// Runs of one trigger stored per tick at most, should the loop have fallen behind.
+/// The longest sleep between looks at the clock, whatever the schedules say: the sleep
+/// is on the monotonic clock, so this bounds how late a run is after the wall clock is
+/// set forward.
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+/// Runs of one trigger stored per look at most, should the loop have fallen behind.
 const MAX_PER_TICK: usize = 10;
 
-/// Fires schedules until `shutdown` flips.
+/// Fires schedules until `shutdown` flips. It sleeps until the next run is due (or a
+/// deploy or removal changes the schedules), not on a fixed tick: an idle server with
+/// no schedules does not wake for them.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut last = SystemTime::now();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = gw.registry.changes();
     loop {
+        changes.mark_unchanged();
+        let wait = next_run(&gw, last)
+            .map_or(LONGEST_SLEEP, |at| at.duration_since(SystemTime::now()).unwrap_or_default())
+            .min(LONGEST_SLEEP);
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = changes.changed() => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
         }
         let now = SystemTime::now();
@@ -61,6 +69,17 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             Err(error) => tracing::error!(%error, "could not queue scheduled runs"),
         }
     }
+}
+
+/// When the first scheduled run after `after` is due, over every function's triggers.
+fn next_run(gw: &Gateway, after: SystemTime) -> Option<SystemTime> {
+    gw.registry
+        .all()
+        .iter()
+        .filter_map(|routing| routing.latest.as_ref())
+        .flat_map(|revision| revision.spec.triggers.iter())
+        .filter_map(|trigger| trigger.cron()?.next_after(after))
+        .min()
 }
 
 /// The calls for every scheduled run in `(after, now]`, each with its function's

@@ -9,14 +9,25 @@ use std::sync::{Arc, RwLock};
 
 use gust_api::route::Params;
 use gust_store::{Revision, Serving, StoredRoute};
+use tokio::sync::watch;
 
 /// Where each deployed function's calls go, and the custom routes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     /// Readers are every call; writers are deploys. A read lock is held only to clone an `Arc`.
     map: RwLock<BTreeMap<String, Arc<Routing>>>,
     /// Custom routes, replaced whole whenever they change (rarely).
     routes: RwLock<Arc<Vec<StoredRoute>>>,
+    /// Counts changes to the functions (and topics, see [`Registry::touch`]), so that the
+    /// loops following them (schedules, topic consumers) sleep until one comes instead of
+    /// looking again on a timer.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self { map: RwLock::default(), routes: RwLock::default(), changes: watch::Sender::new(0) }
+    }
 }
 
 /// One function's traffic, resolved to revisions.
@@ -147,11 +158,25 @@ impl Registry {
     /// Replaces `function`'s routing.
     pub fn set(&self, function: &str, routing: Arc<Routing>) {
         self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(function.to_owned(), routing);
+        self.touch();
     }
 
     /// Forgets `function`; returns whether it was there.
     pub fn remove(&self, function: &str) -> bool {
-        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(function).is_some()
+        let removed = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(function).is_some();
+        self.touch();
+        removed
+    }
+
+    /// Wakes whoever follows the changes: a function changed (done by [`Registry::set`]
+    /// and [`Registry::remove`]), or a topic was created or removed.
+    pub fn touch(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes to come, for a loop that follows them.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every function's routing, by name.

@@ -36,9 +36,15 @@ pub const MAX_MESSAGE: u64 = 1 << 20;
 const MAX_PARTITIONS: u32 = 64;
 /// How long a publisher waits for a reply at most.
 const REPLY_WAIT: Duration = Duration::from_secs(60);
-/// How often consumers are reconciled with the functions deployed, and how long an idle
-/// consumer waits before it looks again (a publish wakes it sooner).
-const TICK: Duration = Duration::from_millis(250);
+/// How long the consumers go unreconciled with the functions deployed when nothing
+/// changes (a deploy, a removal or a topic change reconciles them at once): the bound on
+/// how long a consumer that stopped by itself stays stopped.
+const RECONCILE: Duration = Duration::from_secs(30);
+/// How long an idle consumer waits before it looks again: a publish wakes it at once, so
+/// this only bounds the damage of a wake-up that never came.
+const IDLE: Duration = Duration::from_secs(10);
+/// How long a consumer waits after a failure to read its topic.
+const RETRY_READ: Duration = Duration::from_millis(250);
 /// How long past a retry's wait its function keeps an instance.
 const HOLD: Duration = Duration::from_secs(2);
 /// Replies kept for publishers that ask after the consumer is done.
@@ -170,6 +176,7 @@ pub async fn create(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
     };
     let stored = info.clone();
     gw.with_store(move |s| s.create_topic(&stored)).await?;
+    gw.registry.touch();
     tracing::info!(topic = info.name, partitions, "topic created");
     Ok(json(StatusCode::CREATED, &view(&info, Vec::new())))
 }
@@ -226,6 +233,7 @@ pub async fn describe(gw: &Gateway, name: &str) -> Result<Response<Body>> {
 pub async fn remove(gw: &Gateway, name: &str) -> Result<Response<Body>> {
     let owned = name.to_owned();
     gw.with_store(move |s| s.remove_topic(&owned)).await?;
+    gw.registry.touch();
     Ok(json(StatusCode::OK, &serde_json::json!({ "removed": name })))
 }
 
@@ -321,7 +329,9 @@ fn reply_response(placed: &Published, reply: Reply) -> Response<Body> {
 /// `shutdown` flips.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut consumers: HashMap<(String, String, u32), JoinHandle<()>> = HashMap::new();
+    let mut changes = gw.registry.changes();
     loop {
+        changes.mark_unchanged();
         let wanted: Vec<(String, String)> = gw
             .registry
             .all()
@@ -352,7 +362,8 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             kept
         });
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(RECONCILE) => {}
+            _ = changes.changed() => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
     }
@@ -377,6 +388,10 @@ async fn consume(
         if *shutdown.borrow() {
             return;
         }
+        // Listening before the read: a message published while it runs still wakes us.
+        let published = gw.topic_published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
         let (f, t, at) = (function.clone(), topic.clone(), from);
         let next = gw
             .with_store(move |s| {
@@ -394,17 +409,16 @@ async fn consume(
         let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => {
-                let published = gw.topic_published.notified();
                 tokio::select! {
-                    _ = published => {}
-                    _ = tokio::time::sleep(TICK) => {}
+                    () = published => {}
+                    () = tokio::time::sleep(IDLE) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
                 continue;
             }
             Err(e) => {
                 tracing::error!(function, topic, partition, error = %e, "could not read a topic");
-                tokio::time::sleep(TICK).await;
+                tokio::time::sleep(RETRY_READ).await;
                 continue;
             }
         };

@@ -69,6 +69,9 @@ pub struct Context {
     pub isolation: crate::isolation::Level,
     /// The parent of instances' cgroups, at level `isolated`.
     pub cgroups: Option<Arc<crate::cgroups::Cgroups>>,
+    /// Wakes the autoscaler's loop when every pool was quiet: a pool was made, an
+    /// instance is starting, or a pool is held (see `Supervisor::run_reaper`).
+    pub reaper: tokio::sync::Notify,
 }
 
 /// A place among the server's `max_instances`, given back when the instance it was

@@ -247,6 +247,8 @@ impl Pool {
             waited: 0,
             held_until: None,
         };
+        // Its first tick starts its `initial` instances.
+        ctx.reaper.notify_one();
         Arc::new_cyclic(|me| Pool { revision, ctx, state: Mutex::new(state), me: me.clone() })
     }
 
@@ -412,6 +414,8 @@ impl Pool {
     fn start_one(&self, st: &mut State) {
         let Some(me) = self.arc() else { return };
         st.starting += 1;
+        // The autoscaler follows this pool from now on, if it was sleeping.
+        self.ctx.reaper.notify_one();
         tokio::spawn(async move { me.run_start().await });
     }
 
@@ -591,6 +595,20 @@ impl Pool {
     pub fn hold(&self, until: Instant) {
         let mut st = self.lock();
         st.held_until = Some(st.held_until.map_or(until, |t| t.max(until)));
+        drop(st);
+        // The autoscaler starts the held instance.
+        self.ctx.reaper.notify_one();
+    }
+
+    /// Whether the autoscaler has nothing to do here until a call comes: no instance,
+    /// none starting, no call waiting, no hold, and its last decision wants none.
+    pub fn is_quiet(&self) -> bool {
+        let st = self.lock();
+        st.members.is_empty()
+            && st.starting == 0
+            && st.waiters.is_empty()
+            && st.held_until.is_none_or(|t| t <= Instant::now())
+            && st.decision.is_some_and(|d| d.desired == 0)
     }
 
     /// The revision left service: stop instances as they go idle.

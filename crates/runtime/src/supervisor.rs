@@ -210,6 +210,7 @@ impl Supervisor {
             secrets: config.secrets,
             isolation: config.isolation,
             cgroups,
+            reaper: tokio::sync::Notify::new(),
         });
         if let Some(spares) = &ctx.node_spares {
             tokio::spawn(spares.clone().run());
@@ -398,23 +399,30 @@ impl Supervisor {
     }
 
     /// Ticks every pool's autoscaler and forgets drained retired pools, until `shutdown`
-    /// flips.
+    /// flips. When every pool is quiet (no instance, none starting, no call waiting,
+    /// nothing wanted) there is nothing to decide until a call comes, so it sleeps until
+    /// a pool wakes it ([`Context::reaper`]): an idle server does not tick.
     pub async fn run_reaper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(REAP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet = false;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tick.tick(), if !quiet => {}
+                () = self.ctx.reaper.notified(), if quiet => tick.reset(),
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
             }
             let pools: Vec<(RevisionId, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
-            let done: Vec<RevisionId> = pools.into_iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k).collect();
+            let done: Vec<RevisionId> = pools.iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k.clone()).collect();
             if !done.is_empty() {
                 let mut map = self.lock();
                 for k in done {
                     map.remove(&k);
                 }
             }
+            // A pool that stops being quiet after this look wakes the loop, whose permit
+            // is kept if it is not waiting yet.
+            quiet = pools.iter().all(|(_, p)| p.is_quiet());
         }
     }
 

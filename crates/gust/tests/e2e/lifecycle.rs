@@ -154,3 +154,42 @@ fn bad_flags_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--drain-timeout"));
     let _ = Gust::start; // keep the harness import used in every configuration
 }
+
+/// Context switches of every thread of process `pid` so far (each wake-up of a sleeping
+/// thread is one).
+fn switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
+}
+
+#[test]
+fn an_idle_server_sleeps_instead_of_ticking() {
+    let g = gust();
+    let scale = "[[triggers]]\nschedule = \"0 3 * * *\"\n\n\
+                 [scale]\ninitial = 0\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\"\n";
+    g.deploy(
+        "quiet",
+        &[("gust.toml", &manifest("quiet", "python", scale)), ("handler.py", "def handle(e, c):\n    return 'ok'\n")],
+    );
+    assert_eq!(g.post("quiet", "").text(), "ok");
+    eventually("the function to scale to zero", || {
+        g.describe("quiet")["instances"].as_array()?.is_empty().then_some(())
+    });
+    // A window of idleness observed, not a wait for something: the autoscaler, the
+    // schedules and the topic consumers each ticked 4 times a second before they slept
+    // until needed, so 3 s of ticking would be 36 wake-ups or more.
+    let before = switches(g.pid());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let woke = switches(g.pid()) - before;
+    assert!(woke <= 8, "an idle server woke {woke} times in 3 s");
+    // And it still answers, scaling from zero again.
+    assert_eq!(g.post("quiet", "").text(), "ok");
+}
