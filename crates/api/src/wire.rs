@@ -355,6 +355,10 @@ pub struct Info {
     /// Where the token is required, and which file holds it (never the token itself).
     #[serde(default)]
     pub auth: AuthInfo,
+    /// Records of answered sync calls dropped since the server started because their
+    /// writer fell behind (`--call-record-backlog`); the calls themselves were answered.
+    #[serde(default)]
+    pub calls_unrecorded: u64,
 }
 
 /// What the server's token guards.

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::Gateway;
 
-/// Records waiting to be written at most; past it they are dropped (and counted).
+/// Records waiting to be written at most, by default (`--call-record-backlog`); past it
+/// they are dropped (and counted).
 pub const BACKLOG: usize = 16_384;
 /// Records written per transaction at most.
 const BATCH: usize = 1024;

@@ -32,7 +32,11 @@ pub fn health() -> Response<Body> {
 
 /// `GET /api/v1/info`.
 pub fn info(gw: &Gateway) -> Result<Response<Body>> {
-    Ok(json(StatusCode::OK, &gw.info))
+    let info = gust_api::wire::Info {
+        calls_unrecorded: gw.calls_unrecorded.load(std::sync::atomic::Ordering::Relaxed),
+        ..gw.info.clone()
+    };
+    Ok(json(StatusCode::OK, &info))
 }
 
 /// `GET /api/v1/functions`.

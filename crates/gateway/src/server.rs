@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub retention: Retention,
     /// How long the records of succeeded and failed calls are kept. Default 24 h.
     pub call_retention: Duration,
+    /// Sync call records waiting to be written at most; past it they are dropped and
+    /// counted, never calls delayed. Default 16,384; at least 1.
+    pub record_backlog: usize,
     /// The server's token; `None` only in tests and embedders that want no auth at all
     /// (then private functions cannot be called).
     pub auth: Option<crate::Auth>,
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             domain: None,
             retention: Retention::default(),
             call_retention: Duration::from_secs(24 * 3600),
+            record_backlog: crate::call_log::BACKLOG,
             auth: None,
             outbound: crate::outbound::OutboundPolicy::default(),
         }

@@ -89,8 +89,10 @@ impl Server {
             isolation: gust_runtime::isolation::detect(config.isolation),
             interpreters: describe(&interpreters),
             auth: gust_api::wire::AuthInfo { control_api: control, token_file: token_file.display().to_string() },
+            calls_unrecorded: 0,
         };
-        let (log_tx, log_rx) = tokio::sync::mpsc::channel(gust_gateway::call_log::BACKLOG);
+        // A channel of no room would panic: the CLI refuses 0, an embedder gets 1.
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(config.gateway.record_backlog.max(1));
         let gateway = Arc::new(Gateway {
             store,
             supervisor: supervisor.clone(),

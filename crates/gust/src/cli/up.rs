@@ -66,6 +66,11 @@ pub(crate) struct Up {
     /// "24h"; dead-lettered calls stay until redriven or purged.
     #[arg(long, env = "GUST_CALL_RETENTION", default_value = "24h")]
     call_retention: String,
+    /// Records of answered sync calls waiting to be written at most; past it, records
+    /// are dropped and counted (`calls_unrecorded` in `GET /api/v1/info`), never calls
+    /// delayed.
+    #[arg(long, env = "GUST_CALL_RECORD_BACKLOG", default_value_t = 16_384)]
+    call_record_backlog: usize,
     /// Require the server's token for the control API (`/api/v1`, `/calls`) even on
     /// loopback. Listening on any other address always requires it.
     #[arg(long, env = "GUST_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
@@ -194,6 +199,9 @@ impl Up {
         let call_retention = parse_duration(&self.call_retention)
             .map_err(|e| problems.push(format!("--call-retention: {e}")))
             .unwrap_or(Duration::from_secs(24 * 3600));
+        if self.call_record_backlog == 0 {
+            problems.push("--call-record-backlog: must be at least 1".to_owned());
+        }
         let outbound = gust_server::config::OutboundPolicy::parse(&self.outbound_allow)
             .map_err(|e| problems.push(format!("--outbound-allow: {e}")))
             .unwrap_or_default();
@@ -232,6 +240,7 @@ impl Up {
             },
             gateway: gust_server::config::GatewayConfig {
                 call_retention,
+                record_backlog: self.call_record_backlog,
                 outbound,
                 max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(64 << 10),
                 ..gust_gateway_config(max_upload, self.domain.clone(), retention)

@@ -343,3 +343,36 @@ fn past_max_queued_an_async_call_is_refused_with_429_and_nothing_is_lost() {
     let id = enqueue(&g, "full", "later");
     assert_eq!(settled(&g, &id)["status"], "succeeded");
 }
+
+#[test]
+fn past_the_record_backlog_records_are_dropped_and_counted_and_calls_still_answered() {
+    let g = gust_env(&[("GUST_CALL_RECORD_BACKLOG", "1")]);
+    let m = manifest("many", "python", "[scale]\nconcurrency = 16\n");
+    g.deploy("many", &[("gust.toml", &m), ("handler.py", "def handle(e, c):\n    return 'ok'\n")]);
+    let url = format!("{}/function/many", g.url);
+    // The writer takes one record, then gathers for 20 ms while the backlog holds one
+    // more: a burst of calls in that time overflows it.
+    eventually("records to be dropped", || {
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || gust_test_support::curl(&url, "POST", b"", &[]))
+            })
+            .collect();
+        for c in calls {
+            let r = c.join().unwrap();
+            assert_eq!((r.status, r.text().as_str()), (200, "ok"), "a call was refused or failed");
+        }
+        let n = g.call("GET", "/api/v1/info", b"", &[]).json()["calls_unrecorded"].as_u64().unwrap();
+        (n > 0).then_some(())
+    });
+    assert!(g.server_log().contains("sync call records dropped"), "{}", g.server_log());
+    // Zero is refused with a message naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args(["up", "--listen", "127.0.0.1:0", "--call-record-backlog", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--call-record-backlog: must be at least 1"), "{err}");
+}
