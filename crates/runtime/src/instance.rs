@@ -70,7 +70,8 @@ pub struct Context {
     /// The parent of instances' cgroups, at level `isolated`.
     pub cgroups: Option<Arc<crate::cgroups::Cgroups>>,
     /// Wakes the autoscaler's loop when every pool was quiet: a pool was made, an
-    /// instance is starting, or a pool is held (see `Supervisor::run_reaper`).
+    /// instance is starting, a call waits, or a pool is held (see
+    /// `Supervisor::run_reaper`).
     pub reaper: tokio::sync::Notify,
 }
 

@@ -305,6 +305,9 @@ impl Pool {
             st.waited += 1;
             st.mark();
             self.scale_for_waiters(&mut st);
+            // A waiting call is load the autoscaler must see, even if no start was
+            // needed for it (one is under way): wake it, should it be sleeping.
+            self.ctx.reaper.notify_one();
             let waits_for_start = st.waiters.len() <= (st.starting * concurrency) as usize;
             (Waiter { rx, pool: self.clone() }, waits_for_start)
         };
@@ -485,6 +488,8 @@ impl Pool {
     /// Why the revision cannot start: how the instance ended and its last output.
     pub async fn probe(self: &Arc<Self>, keep: bool) -> std::result::Result<(), String> {
         self.lock().starting += 1;
+        // Starting without `start_one`: the autoscaler must follow this pool too.
+        self.ctx.reaper.notify_one();
         let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
         // The check runs even when every place is taken (it then holds none): a full
         // server must not fail a deploy's revision.
