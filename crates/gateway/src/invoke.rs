@@ -60,13 +60,13 @@ pub async fn invoke(gw: &Gateway, peer: &Peer, target: Target<'_>, req: Request<
         u64::try_from(arrived_ms).unwrap_or(0),
     );
     let call_header = HeaderValue::from_str(call.as_str()).ok();
-    let method = req.method().as_str().to_owned();
+    let method = method_text(req.method());
     let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let mut error_text = None;
-    let (mut revision, mut cold_start) = (None, None);
+    let (mut revision, mut cold_start, mut name) = (None, None, None);
     let mut resp = match forward(gw, peer, &target, (&call, call_header.clone()), arrived, req).await {
-        Ok(Forwarded { resp, revision: number, cold }) => {
-            (revision, cold_start) = (Some(number), Some(cold));
+        Ok(Forwarded { resp, revision: number, cold, function: shared }) => {
+            (revision, cold_start, name) = (Some(number), Some(cold), Some(shared));
             if resp.status().is_server_error() {
                 gw.supervisor.record_error(
                     function,
@@ -89,7 +89,7 @@ pub async fn invoke(gw: &Gateway, peer: &Peer, target: Target<'_>, req: Request<
     };
     let record = SyncRecord {
         id: call,
-        function: function.to_owned(),
+        function: name.unwrap_or_else(|| function.into()),
         method,
         path,
         status: resp.status().as_u16(),
@@ -133,12 +133,22 @@ fn seconds(d: std::time::Duration) -> HeaderValue {
     HeaderValue::from_bytes(&text[start..]).unwrap_or(HeaderValue::from_static("0.000000"))
 }
 
-/// A call the function answered: its answer, the number of the revision that did, and
-/// whether the call waited for an instance to start.
+/// The method's name, borrowed for the standard ones (the record outlives the request).
+fn method_text(m: &http::Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+    STANDARD
+        .iter()
+        .find(|s| **s == m.as_str())
+        .map_or_else(|| std::borrow::Cow::Owned(m.as_str().to_owned()), |s| std::borrow::Cow::Borrowed(*s))
+}
+
+/// A call the function answered: its answer, the number of the revision that did,
+/// whether the call waited for an instance to start, and the function's shared name.
 struct Forwarded {
     resp: Response<Body>,
     revision: u32,
     cold: bool,
+    function: Arc<str>,
 }
 
 async fn forward(
@@ -188,7 +198,7 @@ async fn forward(
     let (mut resp, cold) =
         gw.supervisor.call(&revision, call, Request::from_parts(parts, body), deadline, exceeded).await?;
     strip(resp.headers_mut(), |_| false);
-    Ok(Forwarded { resp, revision: revision.id.number(), cold })
+    Ok(Forwarded { resp, revision: revision.id.number(), cold, function: routing.name.clone() })
 }
 
 fn prepare_headers(h: &mut HeaderMap, peer: &Peer, original: &Uri, target: &Target<'_>, call: Option<HeaderValue>) {
@@ -290,5 +300,13 @@ mod tests {
         ] {
             assert_eq!(super::seconds(d).to_str().ok(), Some(text));
         }
+    }
+
+    #[test]
+    fn standard_methods_are_borrowed_and_others_kept_as_sent() {
+        use std::borrow::Cow;
+        assert!(matches!(super::method_text(&http::Method::POST), Cow::Borrowed("POST")));
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        assert!(matches!(super::method_text(&custom), Cow::Owned(ref m) if m == "PURGE"));
     }
 }

@@ -205,7 +205,7 @@ async fn sync(
     let outcome = crate::dispatch::run_to_end(gw, revision, call, req, gust_runtime::lambda::MAX_RESPONSE as u64).await;
     let record = |status: u16, error: Option<String>| SyncRecord {
         id: call.clone(),
-        function: function.to_owned(),
+        function: function.into(),
         method: "POST".into(),
         path: format!("/2015-03-31/functions/{function}/invocations"),
         status,

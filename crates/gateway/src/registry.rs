@@ -33,6 +33,8 @@ impl Default for Registry {
 /// One function's traffic, resolved to revisions.
 #[derive(Debug)]
 pub struct Routing {
+    /// The function's name, shared by the records of its calls.
+    pub name: Arc<str>,
     /// The newest ready revision (`NAME@latest`); `None` while none has started.
     pub latest: Option<Arc<Revision>>,
     /// With no ready revision, why the newest failed: what calls are told.
@@ -70,7 +72,8 @@ impl Routing {
             .collect();
         let tags = serving.traffic.tags.iter().filter_map(|(t, n)| Some((t.clone(), by_number(*n)?))).collect();
         let newest = by_number(serving.newest.id.number()).unwrap_or_else(|| Arc::new(serving.newest));
-        Some(Self { latest, failure: serving.failure, newest, split, tags, revisions })
+        let name = Arc::from(serving.function.as_str());
+        Some(Self { name, latest, failure: serving.failure, newest, split, tags, revisions })
     }
 
     /// The revision for one call: the tagged one, or one drawn by the split's shares.

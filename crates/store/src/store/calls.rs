@@ -114,10 +114,12 @@ pub struct CallResult {
 pub struct SyncRecord {
     /// Its id (the `X-Call-Id` of its answer).
     pub id: CallId,
-    /// The function called.
-    pub function: String,
-    /// Method and path (with query) as called.
-    pub method: String,
+    /// The function called. Shared, as the method is borrowed where it can be: a record
+    /// is made on the call path and freed on the writer's thread, and each allocation
+    /// freed there contends for the allocator's lock of the thread that made it.
+    pub function: std::sync::Arc<str>,
+    /// The method as called.
+    pub method: std::borrow::Cow<'static, str>,
     /// Path and query.
     pub path: String,
     /// The status answered.

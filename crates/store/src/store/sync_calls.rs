@@ -52,7 +52,7 @@ pub(super) fn record(conn: &Connection, calls: &[SyncRecord]) -> Result<()> {
         if gust_id.is_none() && (!seen.insert(id) || taken(conn, &call.id)?) {
             continue;
         }
-        let row = rows.entry((call.function.as_str(), second)).or_default();
+        let row = rows.entry((&*call.function, second)).or_default();
         row.ended_ms = row.ended_ms.max(call.answered_ms);
         encode(call, gust_id, &mut row.records);
         if gust_id.is_none() {
@@ -201,8 +201,8 @@ fn stored(c: SyncRecord) -> StoredCall {
         error: c.error,
         call: NewCall {
             id: c.id,
-            function: c.function,
-            method: c.method,
+            function: c.function.to_string(),
+            method: c.method.into_owned(),
             path: c.path,
             headers: Vec::new(),
             body: Vec::new(),
@@ -334,8 +334,8 @@ impl<'a> Reader<'a> {
         let error = if flags & HAS_ERROR != 0 { Some(self.text(4)?) } else { None };
         Some(SyncRecord {
             id,
-            function: function.to_owned(),
-            method,
+            function: function.into(),
+            method: method.into(),
             path,
             status,
             error,
@@ -385,7 +385,7 @@ mod tests {
             (&first.id, first.answered_ms, first.revision, first.cold_start),
             (&gust, at + 7, Some(3), Some(true))
         );
-        assert_eq!((first.method.as_str(), first.path.as_str(), first.status), ("POST", "/a?b=c", 201));
+        assert_eq!((&*first.method, first.path.as_str(), first.status), ("POST", "/a?b=c", 201));
         let second = &back[1];
         assert_eq!((second.id.as_str(), second.error.as_deref()), ("mine-1", Some("the function did not answer")));
         assert_eq!((second.revision, second.cold_start, second.status), (None, None, 504));
