@@ -20,7 +20,7 @@ use crate::Gateway;
 /// set forward.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// Runs of one trigger stored per look at most, should the loop have fallen behind.
-const MAX_PER_TICK: usize = 10;
+const MAX_PER_LOOK: usize = 10;
 
 /// Fires schedules until `shutdown` flips. It sleeps until the next run is due (or a
 /// deploy or removal changes the schedules), not on a fixed tick: an idle server with
@@ -91,7 +91,7 @@ fn due_runs(gw: &Gateway, after: SystemTime, now: SystemTime) -> Vec<(NewCall, u
         for (i, trigger) in revision.spec.triggers.iter().enumerate() {
             let Some(schedule) = trigger.cron() else { continue };
             let mut from = after;
-            for _ in 0..MAX_PER_TICK {
+            for _ in 0..MAX_PER_LOOK {
                 let Some(at) = schedule.next_after(from).filter(|at| *at <= now) else { break };
                 from = at;
                 let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());

@@ -226,6 +226,16 @@ impl Drop for Waiter {
     }
 }
 
+/// What one autoscaler tick found.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// A retired pool with nothing left in it: the supervisor forgets it.
+    pub forget: bool,
+    /// Nothing to decide until a call comes: no instance, none starting, no call waiting,
+    /// and none wanted (no hold, a decision of zero).
+    pub quiet: bool,
+}
+
 impl Pool {
     /// A pool for `revision`. `initial` instances are wanted for its first stable window
     /// (`scale.initial` for a new revision; none for one resumed after a restart), and
@@ -416,10 +426,15 @@ impl Pool {
 
     fn start_one(&self, st: &mut State) {
         let Some(me) = self.arc() else { return };
-        st.starting += 1;
-        // The autoscaler follows this pool from now on, if it was sleeping.
-        self.ctx.reaper.notify_one();
+        self.starts(st);
         tokio::spawn(async move { me.run_start().await });
+    }
+
+    /// Counts an instance as starting; the autoscaler follows this pool from now on, if
+    /// it was sleeping.
+    fn starts(&self, st: &mut State) {
+        st.starting += 1;
+        self.ctx.reaper.notify_one();
     }
 
     async fn run_start(self: Arc<Self>) {
@@ -487,9 +502,7 @@ impl Pool {
     /// # Errors
     /// Why the revision cannot start: how the instance ended and its last output.
     pub async fn probe(self: &Arc<Self>, keep: bool) -> std::result::Result<(), String> {
-        self.lock().starting += 1;
-        // Starting without `start_one`: the autoscaler must follow this pool too.
-        self.ctx.reaper.notify_one();
+        self.starts(&mut self.lock());
         let deadline = tokio::time::Instant::now() + self.revision.spec.limits.timeout;
         // The check runs even when every place is taken (it then holds none): a full
         // server must not fail a deploy's revision.
@@ -538,9 +551,9 @@ impl Pool {
     }
 
     /// One autoscaler tick: feeds it the load since the last tick, starts instances up to
-    /// what it wants and stops idle ones beyond it (every idle one once retired). Returns
-    /// `true` once a retired pool is empty and can be forgotten.
-    pub fn autoscale(&self) -> bool {
+    /// what it wants and stops idle ones beyond it (every idle one once retired). Says
+    /// whether the pool can be forgotten and whether it is quiet.
+    pub fn autoscale(&self) -> Tick {
         let now = Instant::now();
         let mut st = self.lock();
         st.mark();
@@ -565,13 +578,14 @@ impl Pool {
                 self.start_one(&mut st);
             }
         }
-        let done = st.retired && st.members.is_empty() && st.starting == 0 && st.waiters.is_empty();
+        let empty = st.members.is_empty() && st.starting == 0 && st.waiters.is_empty();
+        let tick = Tick { forget: st.retired && empty, quiet: empty && desired == 0 };
         drop(st);
         for instance in to_stop {
             tracing::debug!(instance = %instance.id, "autoscaler stops an idle instance");
             instance.stop();
         }
-        done
+        tick
     }
 
     /// What `gust describe` shows of the autoscaler.
@@ -603,17 +617,6 @@ impl Pool {
         drop(st);
         // The autoscaler starts the held instance.
         self.ctx.reaper.notify_one();
-    }
-
-    /// Whether the autoscaler has nothing to do here until a call comes: no instance,
-    /// none starting, no call waiting, no hold, and its last decision wants none.
-    pub fn is_quiet(&self) -> bool {
-        let st = self.lock();
-        st.members.is_empty()
-            && st.starting == 0
-            && st.waiters.is_empty()
-            && st.held_until.is_none_or(|t| t <= Instant::now())
-            && st.decision.is_some_and(|d| d.desired == 0)
     }
 
     /// The revision left service: stop instances as they go idle.

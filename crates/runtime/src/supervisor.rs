@@ -413,16 +413,18 @@ impl Supervisor {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
             }
             let pools: Vec<(RevisionId, Arc<Pool>)> = self.lock().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
-            let done: Vec<RevisionId> = pools.iter().filter(|(_, p)| p.autoscale()).map(|(k, _)| k.clone()).collect();
+            let ticks: Vec<(RevisionId, crate::pool::Tick)> =
+                pools.into_iter().map(|(k, p)| (k, p.autoscale())).collect();
+            let done: Vec<&RevisionId> = ticks.iter().filter(|(_, t)| t.forget).map(|(k, _)| k).collect();
             if !done.is_empty() {
                 let mut map = self.lock();
                 for k in done {
-                    map.remove(&k);
+                    map.remove(k);
                 }
             }
             // A pool that stops being quiet after this look wakes the loop, whose permit
             // is kept if it is not waiting yet.
-            quiet = pools.iter().all(|(_, p)| p.is_quiet());
+            quiet = ticks.iter().all(|(_, t)| t.quiet);
         }
     }
 

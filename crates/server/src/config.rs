@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use gust_gateway::GatewayConfig;
+pub use gust_gateway::call_log::BACKLOG as CALL_RECORD_BACKLOG;
 pub use gust_gateway::outbound::OutboundPolicy;
 pub use gust_runtime::interpreters::InterpreterSettings;
 pub use gust_runtime::isolation::Level as IsolationLevel;

@@ -69,7 +69,7 @@ pub(crate) struct Up {
     /// Records of answered sync calls waiting to be written at most; past it, records
     /// are dropped and counted (`calls_unrecorded` in `GET /api/v1/info`), never calls
     /// delayed.
-    #[arg(long, env = "GUST_CALL_RECORD_BACKLOG", default_value_t = 16_384)]
+    #[arg(long, env = "GUST_CALL_RECORD_BACKLOG", default_value_t = gust_server::config::CALL_RECORD_BACKLOG)]
     call_record_backlog: usize,
     /// Require the server's token for the control API (`/api/v1`, `/calls`) even on
     /// loopback. Listening on any other address always requires it.
