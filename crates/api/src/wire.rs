@@ -359,6 +359,19 @@ pub struct Info {
     /// writer fell behind (`--call-record-backlog`); the calls themselves were answered.
     #[serde(default)]
     pub calls_unrecorded: u64,
+    /// Busy polling (`--busy-poll`): its window and how long the server has spun.
+    #[serde(default)]
+    pub busy_poll: BusyPollInfo,
+}
+
+/// Busy polling after requests, and its cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BusyPollInfo {
+    /// How long after each request a thread polls instead of sleeping, in µs; 0: off.
+    pub window_us: u64,
+    /// CPU time spent spinning since the server started, in µs (wall time while spinning,
+    /// on a thread that does nothing else then).
+    pub spun_us: u64,
 }
 
 /// What the server's token guards.

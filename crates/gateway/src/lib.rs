@@ -14,6 +14,7 @@
 //! - [`topics`]: partitioned logs, publishing, and the consumers of `input` topics.
 //! - [`lambda_api`]: the AWS Lambda Invoke API, for SDK code calling gust functions.
 //! - [`events`]: the CloudEvents broker (`POST /events`) and its triggers; [`cron`]: schedules.
+//! - [`busy_poll`]: `--busy-poll`, trading CPU for wake-up latency after requests.
 //! - [`auth`]: the server's token, for the control API and private functions.
 //! - [`outbound`]: which addresses callbacks may reach (no SSRF).
 //! - [`registry`]: function name → serving revision.
@@ -21,6 +22,7 @@
 
 pub mod auth;
 mod body;
+pub mod busy_poll;
 pub mod call_log;
 pub mod calls;
 pub mod control;

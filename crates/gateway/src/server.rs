@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::busy_poll::BusyPoll;
 use crate::registry::Routing;
 use crate::router::{Api, Route, route};
 use crate::{Error, Registry, calls, control, events, invoke, routes, topics};
@@ -45,6 +46,9 @@ pub struct GatewayConfig {
     pub auth: Option<crate::Auth>,
     /// The addresses callbacks may reach; by default no loopback, private or link-local one.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// How long after each request a runtime thread keeps polling for ready sockets
+    /// instead of sleeping ([`crate::busy_poll`]). Default zero: off.
+    pub busy_poll: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +63,7 @@ impl Default for GatewayConfig {
             record_backlog: crate::call_log::BACKLOG,
             auth: None,
             outbound: crate::outbound::OutboundPolicy::default(),
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct Gateway {
     pub call_log: tokio::sync::mpsc::Sender<crate::call_log::Entry>,
     /// Sync call records dropped because the writer fell behind.
     pub calls_unrecorded: std::sync::atomic::AtomicU64,
+    /// Busy polling after requests, when `config.busy_poll` is not zero.
+    pub busy_poll: Option<BusyPoll>,
 }
 
 impl Gateway {
@@ -322,6 +329,14 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: w
         .header_read_timeout(gateway.config.header_timeout)
         .max_buf_size(gateway.config.max_header_bytes.max(8192))
         .keep_alive(true);
+    let spinner = gateway.busy_poll.is_some().then(|| {
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            if let Some(busy) = &gw.busy_poll {
+                busy.run().await;
+            }
+        })
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -340,7 +355,17 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: w
         let peer = Arc::new(Peer::new(peer));
         let svc = hyper::service::service_fn(move |req| {
             let (gw, peer) = (gw.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(gw.handle(&peer, req).await) }
+            async move {
+                let Some(busy) = &gw.busy_poll else {
+                    return Ok::<_, Infallible>(gw.handle(&peer, req).await);
+                };
+                // Both ends of a request extend the spin: its answer and the client's next
+                // request are what a sleeping thread would be woken for.
+                busy.touch();
+                let response = gw.clone().handle(&peer, req).await;
+                busy.touch();
+                Ok(response)
+            }
         });
         let conn = http.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
@@ -351,6 +376,9 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut shutdown: w
         });
     }
     drop(listener);
+    if let Some(spinner) = spinner {
+        spinner.abort();
+    }
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?grace, "connections still open after the drain deadline");
     }

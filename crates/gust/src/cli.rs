@@ -84,6 +84,14 @@ pub(crate) use login::{bearer, token_for};
 pub(crate) struct UsageError(pub(crate) String);
 
 impl Cli {
+    /// How many runtime worker threads the command wants: `None` for one per core.
+    pub(crate) fn worker_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Up(c) => c.worker_threads(),
+            _ => None,
+        }
+    }
+
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let client = || crate::client::Client::new(&self.url);
         match self.command {

@@ -90,7 +90,13 @@ impl Server {
             interpreters: describe(&interpreters),
             auth: gust_api::wire::AuthInfo { control_api: control, token_file: token_file.display().to_string() },
             calls_unrecorded: 0,
+            busy_poll: gust_api::wire::BusyPollInfo::default(),
         };
+        if !config.gateway.busy_poll.is_zero() && tokio::runtime::Handle::current().metrics().num_workers() > 1 {
+            // The spin polls the I/O driver only when its thread holds it; a second worker
+            // asleep in the driver takes the wake-ups the spin was for.
+            tracing::warn!("busy polling is on with more than one runtime worker thread: it will seldom help");
+        }
         // A channel of no room would panic: the CLI refuses 0, an embedder gets 1.
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(config.gateway.record_backlog.max(1));
         let gateway = Arc::new(Gateway {
@@ -106,6 +112,8 @@ impl Server {
             replies: std::sync::Mutex::default(),
             call_log: log_tx,
             calls_unrecorded: std::sync::atomic::AtomicU64::new(0),
+            busy_poll: (!config.gateway.busy_poll.is_zero())
+                .then(|| gust_gateway::busy_poll::BusyPoll::new(config.gateway.busy_poll)),
         });
         for serving in loaded {
             let function = serving.function.to_string();

@@ -155,6 +155,13 @@ fn bad_flags_are_usage_errors() {
     let _ = Gust::start; // keep the harness import used in every configuration
 }
 
+/// User plus system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// Context switches of every thread of process `pid` so far (each wake-up of a sleeping
 /// thread is one).
 fn switches(pid: u32) -> u64 {
@@ -192,4 +199,49 @@ fn an_idle_server_sleeps_instead_of_ticking() {
     assert!(woke <= 8, "an idle server woke {woke} times in 3 s");
     // And it still answers, scaling from zero again.
     assert_eq!(g.post("quiet", "").text(), "ok");
+}
+
+#[test]
+fn busy_polling_spins_after_requests_then_sleeps_and_refuses_bad_windows() {
+    // A window shorter than the pause between two looks below, so each look finds the
+    // spin it started ended and counted.
+    let g = crate::gust_env(&[("GUST_BUSY_POLL", "5ms")]);
+    let info = || g.call("GET", "/api/v1/info", b"", &[]).json()["busy_poll"].clone();
+    assert_eq!(info()["window_us"], 5000, "{}", info());
+    g.deploy(
+        "spun",
+        &[
+            (
+                "gust.toml",
+                &manifest("spun", "python", "[scale]\nstable_window = \"1s\"\nscale_to_zero_grace = \"0s\"\n"),
+            ),
+            ("handler.py", "def handle(e, c):\n    return 'ok'\n"),
+        ],
+    );
+    assert_eq!(g.post("spun", "").text(), "ok");
+    eventually("spinning after requests to be counted", || (info()["spun_us"].as_u64().unwrap_or(0) > 0).then_some(()));
+    // The spin is bounded: once the window has passed the server sleeps as one without
+    // busy polling does (see `an_idle_server_sleeps_instead_of_ticking`).
+    eventually("the function to scale to zero", || {
+        g.describe("spun")["instances"].as_array()?.is_empty().then_some(())
+    });
+    let (before, cpu_before) = (switches(g.pid()), cpu_ticks(g.pid()));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (woke, cpu) = (switches(g.pid()) - before, cpu_ticks(g.pid()) - cpu_before);
+    assert!(woke <= 8, "a busy-polling server woke {woke} times in 3 s of idleness");
+    // A spin that went on would have used the whole 3 s (300 ticks of 10 ms) of a core.
+    assert!(cpu < 100, "a busy-polling server used {cpu} ticks of CPU in 3 s of idleness");
+    assert_eq!(g.post("spun", "").text(), "ok");
+    // Off by default, and a window past 100 ms or not a duration is a usage error.
+    let plain = gust();
+    assert_eq!(plain.call("GET", "/api/v1/info", b"", &[]).json()["busy_poll"]["window_us"], 0);
+    for (bad, says) in [("1s", "at most 100ms"), ("soon", "not a duration")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["up", "--listen", "127.0.0.1:0", "--busy-poll", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(err.contains("--busy-poll") && err.contains(says), "{err}");
+    }
 }
