@@ -369,8 +369,8 @@ pub struct Info {
 pub struct BusyPollInfo {
     /// How long after each request a thread polls instead of sleeping, in µs; 0: off.
     pub window_us: u64,
-    /// CPU time spent spinning since the server started, in µs (wall time while spinning,
-    /// on a thread that does nothing else then).
+    /// Time spent in spins since the server started, in µs: wall time from each spin's
+    /// first turn to its last (the thread also serves what arrives meanwhile).
     pub spun_us: u64,
 }
 

@@ -5,15 +5,16 @@
 //! gust thread. On a virtual machine whose idle CPUs halt (a VM exit), that wake-up is the
 //! largest part of what a hop costs: on the 2-core Firecracker VM of `BENCHMARKS.md` a
 //! bare byte relay adds 76–98 µs (p50) to a call at concurrency 1, and the same relay
-//! made to poll instead of sleeping (a trial, not kept) 0–45 µs. HAProxy's `busy-polling` trades CPU for that latency the same way; here the spin is
-//! bounded by a window after the last request, so an idle server still sleeps.
+//! made to poll instead of sleeping (a trial, not kept) 0–45 µs. HAProxy's
+//! `busy-polling` trades CPU for that latency the same way; here the spin is bounded by a
+//! window after the last request, so an idle server still sleeps.
 //!
 //! How: a task yields in a loop. Tokio runs a yielded task again only after polling its
 //! I/O driver with a zero timeout, so each turn is one `epoll_wait(…, 0)`; ready sockets
 //! are served on this thread at once, and a `sched_yield` lets any other runnable thread
-//! on the CPU go first. The spin is only effective when that thread is the
-//! one polling the driver, so the runtime is built with one worker thread when busy
-//! polling is on (`gust up` does; an idle second worker would hold the driver asleep).
+//! on the CPU go first. The spin is only effective when its thread is the one polling
+//! the driver, so the runtime is built with one worker thread when busy polling is on
+//! (`gust up` does; an idle second worker would hold the driver, asleep in it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
