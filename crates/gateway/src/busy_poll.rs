@@ -52,14 +52,13 @@ impl BusyPoll {
         }
     }
 
-    /// The window, for `GET /api/v1/info`.
-    pub fn window(&self) -> Duration {
-        Duration::from_nanos(self.window)
-    }
-
-    /// Time spent spinning so far (counted as each spin ends).
-    pub fn spun(&self) -> Duration {
-        Duration::from_nanos(self.spun.load(Ordering::Relaxed))
+    /// The window and the time spent spinning so far (counted as each spin ends), for
+    /// `GET /api/v1/info`.
+    pub fn info(&self) -> gust_api::wire::BusyPollInfo {
+        gust_api::wire::BusyPollInfo {
+            window_us: self.window / 1000,
+            spun_us: self.spun.load(Ordering::Relaxed) / 1000,
+        }
     }
 
     /// A request began or was answered: spin for another window from now.
@@ -132,7 +131,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(!busy.recent(), "it stopped only once the window had passed");
-        assert!(busy.spun() > Duration::ZERO, "the spin is counted");
+        assert!(busy.info().spun_us > 0, "the spin is counted");
         spinner.abort();
     }
 }

@@ -34,10 +34,7 @@ pub fn health() -> Response<Body> {
 pub fn info(gw: &Gateway) -> Result<Response<Body>> {
     let info = gust_api::wire::Info {
         calls_unrecorded: gw.calls_unrecorded.load(std::sync::atomic::Ordering::Relaxed),
-        busy_poll: gw.busy_poll.as_ref().map_or_else(Default::default, |b| gust_api::wire::BusyPollInfo {
-            window_us: u64::try_from(b.window().as_micros()).unwrap_or(u64::MAX),
-            spun_us: u64::try_from(b.spun().as_micros()).unwrap_or(u64::MAX),
-        }),
+        busy_poll: gw.busy_poll.as_ref().map(crate::busy_poll::BusyPoll::info).unwrap_or_default(),
         ..gw.info.clone()
     };
     Ok(json(StatusCode::OK, &info))

@@ -135,11 +135,19 @@ fn seconds(d: std::time::Duration) -> HeaderValue {
 
 /// The method's name, borrowed for the standard ones (the record outlives the request).
 fn method_text(m: &http::Method) -> std::borrow::Cow<'static, str> {
-    const STANDARD: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
-    STANDARD
-        .iter()
-        .find(|s| **s == m.as_str())
-        .map_or_else(|| std::borrow::Cow::Owned(m.as_str().to_owned()), |s| std::borrow::Cow::Borrowed(*s))
+    use http::Method;
+    std::borrow::Cow::Borrowed(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return std::borrow::Cow::Owned(m.as_str().to_owned()),
+    })
 }
 
 /// A call the function answered: its answer, the number of the revision that did,

@@ -92,7 +92,9 @@ impl Server {
             calls_unrecorded: 0,
             busy_poll: gust_api::wire::BusyPollInfo::default(),
         };
-        if !config.gateway.busy_poll.is_zero() && tokio::runtime::Handle::current().metrics().num_workers() > 1 {
+        let busy_poll = (!config.gateway.busy_poll.is_zero())
+            .then(|| gust_gateway::busy_poll::BusyPoll::new(config.gateway.busy_poll));
+        if busy_poll.is_some() && tokio::runtime::Handle::current().metrics().num_workers() > 1 {
             // The spin polls the I/O driver only when its thread holds it; a second worker
             // asleep in the driver takes the wake-ups the spin was for.
             tracing::warn!("busy polling is on with more than one runtime worker thread: it will seldom help");
@@ -112,8 +114,7 @@ impl Server {
             replies: std::sync::Mutex::default(),
             call_log: log_tx,
             calls_unrecorded: std::sync::atomic::AtomicU64::new(0),
-            busy_poll: (!config.gateway.busy_poll.is_zero())
-                .then(|| gust_gateway::busy_poll::BusyPoll::new(config.gateway.busy_poll)),
+            busy_poll,
         });
         for serving in loaded {
             let function = serving.function.to_string();

@@ -368,11 +368,6 @@ fn past_the_record_backlog_records_are_dropped_and_counted_and_calls_still_answe
     });
     assert!(g.server_log().contains("sync call records dropped"), "{}", g.server_log());
     // Zero is refused with a message naming the flag.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--listen", "127.0.0.1:0", "--call-record-backlog", "0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let err = crate::up_refused(&["--call-record-backlog", "0"]);
     assert!(err.contains("--call-record-backlog: must be at least 1"), "{err}");
 }

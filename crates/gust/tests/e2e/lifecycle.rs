@@ -146,13 +146,18 @@ fn interpreter_shims_are_resolved_to_the_real_executable() {
 
 #[test]
 fn bad_flags_are_usage_errors() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--drain-timeout", "soon", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--drain-timeout"));
+    let err = crate::up_refused(&["--drain-timeout", "soon"]);
+    assert!(err.contains("--drain-timeout"), "{err}");
     let _ = Gust::start; // keep the harness import used in every configuration
+}
+
+/// What process `pid` did over 3 s left alone: its threads' context switches (each
+/// wake-up of a sleeping thread is one) and its CPU time in clock ticks. A window of
+/// idleness observed, not a wait for something.
+fn three_idle_seconds(pid: u32) -> (u64, u64) {
+    let (switched, ticks) = (switches(pid), cpu_ticks(pid));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    (switches(pid) - switched, cpu_ticks(pid) - ticks)
 }
 
 /// User plus system CPU time of process `pid` so far, in clock ticks.
@@ -162,8 +167,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Context switches of every thread of process `pid` so far (each wake-up of a sleeping
-/// thread is one).
+/// Context switches of every thread of process `pid` so far.
 fn switches(pid: u32) -> u64 {
     let mut n = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
@@ -190,12 +194,9 @@ fn an_idle_server_sleeps_instead_of_ticking() {
     eventually("the function to scale to zero", || {
         g.describe("quiet")["instances"].as_array()?.is_empty().then_some(())
     });
-    // A window of idleness observed, not a wait for something: the autoscaler, the
-    // schedules and the topic consumers each ticked 4 times a second before they slept
-    // until needed, so 3 s of ticking would be 36 wake-ups or more.
-    let before = switches(g.pid());
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let woke = switches(g.pid()) - before;
+    // The autoscaler, the schedules and the topic consumers each ticked 4 times a second
+    // before they slept until needed, so 3 s of ticking would be 36 wake-ups or more.
+    let (woke, _) = three_idle_seconds(g.pid());
     assert!(woke <= 8, "an idle server woke {woke} times in 3 s");
     // And it still answers, scaling from zero again.
     assert_eq!(g.post("quiet", "").text(), "ok");
@@ -225,9 +226,7 @@ fn busy_polling_spins_after_requests_then_sleeps_and_refuses_bad_windows() {
     eventually("the function to scale to zero", || {
         g.describe("spun")["instances"].as_array()?.is_empty().then_some(())
     });
-    let (before, cpu_before) = (switches(g.pid()), cpu_ticks(g.pid()));
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let (woke, cpu) = (switches(g.pid()) - before, cpu_ticks(g.pid()) - cpu_before);
+    let (woke, cpu) = three_idle_seconds(g.pid());
     assert!(woke <= 8, "a busy-polling server woke {woke} times in 3 s of idleness");
     // A spin that went on would have used the whole 3 s (300 ticks of 10 ms) of a core.
     assert!(cpu < 100, "a busy-polling server used {cpu} ticks of CPU in 3 s of idleness");
@@ -236,12 +235,7 @@ fn busy_polling_spins_after_requests_then_sleeps_and_refuses_bad_windows() {
     let plain = gust();
     assert_eq!(plain.call("GET", "/api/v1/info", b"", &[]).json()["busy_poll"]["window_us"], 0);
     for (bad, says) in [("1s", "at most 100ms"), ("soon", "not a duration")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["up", "--listen", "127.0.0.1:0", "--busy-poll", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{err}");
+        let err = crate::up_refused(&["--busy-poll", bad]);
         assert!(err.contains("--busy-poll") && err.contains(says), "{err}");
     }
 }

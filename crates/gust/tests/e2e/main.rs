@@ -35,6 +35,20 @@ fn gust_env(env: &[(&str, &str)]) -> Gust {
     Gust::start_env(env!("CARGO_BIN_EXE_gust"), env)
 }
 
+/// Runs `gust up` with `args` on a free port, expecting it to refuse them as a usage
+/// error (exit 64) before it serves or writes anything; returns what it printed.
+fn up_refused(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("GUST_DATA", std::env::temp_dir().join("gust-e2e-never-created"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    err
+}
+
 /// A Python handler (full form) that holds every call until the file `go` exists, then
 /// answers with the Python expression `answer`: calls stay in flight for as long as a
 /// test needs to look at them.

@@ -123,17 +123,8 @@ fn with_the_pool_off_python_starts_fresh_and_a_bad_pool_flag_is_refused() {
     let s = &g.describe("plain")["scaling"][0];
     assert!(s["unpooled_reason"].as_str().unwrap().contains("gust up --pool"), "{s}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--listen", "127.0.0.1:0", "--pool", "python=100"])
-        .env("GUST_DATA", g.work.join("unused"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--pool: python=N"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = crate::up_refused(&["--pool", "python=100"]);
+    assert!(err.contains("--pool: python=N"), "{err}");
 }
 
 const NODE_WHOAMI: &str = r#"const fs = require('fs');
@@ -234,17 +225,8 @@ fn with_the_node_pool_off_node_starts_fresh_and_an_oversized_pool_is_refused() {
     let s = &g.describe("plain")["scaling"][0];
     assert!(s["unpooled_reason"].as_str().unwrap().contains("warm pool for node is off"), "{s}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--listen", "127.0.0.1:0", "--pool", "node=1000"])
-        .env("GUST_DATA", g.work.join("unused"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--pool: node=N"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = crate::up_refused(&["--pool", "node=1000"]);
+    assert!(err.contains("--pool: node=N"), "{err}");
 }
 
 #[test]

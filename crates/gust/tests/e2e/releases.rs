@@ -367,22 +367,7 @@ fn old_revisions_without_traffic_are_collected_with_code_no_revision_uses() {
     assert_eq!(g.post("gc", "").text(), "d");
 
     // The knobs are checked at start-up.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--revision-keep",
-            "5",
-            "--revision-max",
-            "2",
-            "--revision-max-age",
-            "forever",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let err = crate::up_refused(&["--revision-keep", "5", "--revision-max", "2", "--revision-max-age", "forever"]);
     assert!(
         err.contains("--revision-max (2) is below --revision-keep (5)") && err.contains("--revision-max-age"),
         "{err}"

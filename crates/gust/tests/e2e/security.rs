@@ -152,17 +152,8 @@ fn callbacks_to_loopback_private_and_link_local_addresses_are_refused_unless_all
     assert_eq!(g.call("POST", "/async-function/cb", b"1", &["X-Callback-Url: http://127.0.0.1:9/"]).status, 202);
     assert_eq!(g.call("POST", "/async-function/cb", b"1", &["X-Callback-Url: http://169.254.169.254/"]).status, 400);
     // A bad setting is refused at start-up.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["up", "--listen", "127.0.0.1:0", "--outbound-allow", "intranet"])
-        .env("GUST_DATA", g.work.join("other"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--outbound-allow"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = crate::up_refused(&["--outbound-allow", "intranet"]);
+    assert!(err.contains("--outbound-allow"), "{err}");
 }
 
 /// Reads its secret three ways: the file, the variable, and (printing it) the log.
