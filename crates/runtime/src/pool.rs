@@ -622,6 +622,9 @@ impl Pool {
     /// The revision left service: stop instances as they go idle.
     pub fn retire(&self) {
         self.lock().retired = true;
+        // A sleeping autoscaler must look again: an empty retired pool is to be
+        // forgotten, and one with idle instances is to stop them.
+        self.ctx.reaper.notify_one();
     }
 
     /// The revision is back in service (a rollback to it, or a tag on it).
