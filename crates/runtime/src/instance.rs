@@ -758,6 +758,12 @@ impl Instance {
         self.answered.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
+    /// Whether its cgroup (at `isolated`) has had a process killed for memory: the
+    /// instance is dead or dying.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(crate::cgroups::Group::oom_killed)
+    }
+
     /// Whether the process has exited (always `false` for `stdio` instances).
     pub fn is_dead(&self) -> bool {
         *self.dead.borrow()

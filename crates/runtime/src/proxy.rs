@@ -21,6 +21,11 @@ use crate::{Error, Result};
 
 /// How long to wait for a dead instance's exit status before describing a failure.
 const DEATH_GRACE: Duration = Duration::from_millis(300);
+/// The same for an instance its cgroup killed for memory, which is certainly dying: its
+/// exit (freeing what it held) runs under the cgroup's CPU quota and, once the quota is
+/// spent, can take longer than `DEATH_GRACE` (the OOM call then failed as "connection
+/// closed" instead of "ran out of memory", once in CI).
+const OOM_DEATH_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends `req` to the slot's instance; the response body keeps the slot until it ends.
 ///
@@ -119,7 +124,8 @@ where
 /// carries its exit and last output; if it is alive, only this connection was bad.
 async fn broken(slot: Slot, instance: &Arc<Instance>, what: &str) -> Error {
     let function = instance.function().to_owned();
-    if instance.wait_dead(DEATH_GRACE).await {
+    let grace = if instance.oom_killed() { OOM_DEATH_GRACE } else { DEATH_GRACE };
+    if instance.wait_dead(grace).await {
         let detail = instance.death_detail("exited");
         let never_served = !instance.has_answered();
         slot.discard();
