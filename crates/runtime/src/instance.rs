@@ -70,7 +70,7 @@ pub struct Context {
     /// The parent of instances' cgroups, at level `isolated`.
     pub cgroups: Option<Arc<crate::cgroups::Cgroups>>,
     /// Wakes the autoscaler's loop when every pool was quiet: a pool was made, an
-    /// instance is starting, a call waits, or a pool is held (see
+    /// instance is starting, a call waits, a pool is held or retired (see
     /// `Supervisor::run_reaper`).
     pub reaper: tokio::sync::Notify,
 }
