@@ -18,17 +18,24 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use gust_api::CallId;
 use gust_api::wire::{InstanceInfo, LogLine, RevisionScale};
-use gust_api::{CallId, ScalePolicy};
-use gust_scaler::{Decision, Policy, Scaler};
+use gust_scaler::{Decision, Scaler};
 use gust_store::Revision;
 use tokio::sync::oneshot;
 
 use crate::instance::{Context, Instance};
 use crate::logs::now_rfc3339;
 use crate::{Error, Result};
+
+mod load;
+mod slot;
+
+use load::{Load, policy};
+pub use slot::Slot;
+use slot::Waiter;
 
 /// Why a pool stopped taking calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,56 +100,6 @@ struct State {
     held_until: Option<Instant>,
 }
 
-/// Concurrency (calls in flight plus calls waiting) integrated over time, so that the
-/// average between two ticks is exact however short the calls are.
-#[derive(Debug)]
-struct Load {
-    current: u32,
-    changed: Instant,
-    area: f64,
-    sampled: Instant,
-}
-
-impl Load {
-    fn new(now: Instant) -> Self {
-        Self { current: 0, changed: now, area: 0.0, sampled: now }
-    }
-
-    /// Adds the area under the current level up to `now`.
-    fn advance(&mut self, now: Instant) {
-        self.area += f64::from(self.current) * now.saturating_duration_since(self.changed).as_secs_f64();
-        self.changed = now;
-    }
-
-    /// The average since the last sample, and the span it covers; starts a new span.
-    fn sample(&mut self, now: Instant) -> (Duration, f64) {
-        self.advance(now);
-        let span = now.saturating_duration_since(self.sampled);
-        let average = if span.is_zero() { f64::from(self.current) } else { self.area / span.as_secs_f64() };
-        self.area = 0.0;
-        self.sampled = now;
-        (span, average)
-    }
-}
-
-/// The autoscaler's policy for a revision's scale settings.
-fn policy(scale: &ScalePolicy, initial: u32) -> Policy {
-    Policy {
-        target: f64::from(scale.target()),
-        utilization: f64::from(scale.target_utilization) / 100.0,
-        stable_window: scale.stable_window,
-        panic_window: scale.panic_window(),
-        panic_threshold: f64::from(scale.panic_threshold_percentage) / 100.0,
-        max_scale_up_rate: f64::from(scale.max_scale_up_rate),
-        max_scale_down_rate: f64::from(scale.max_scale_down_rate),
-        scale_down_delay: scale.scale_down_delay,
-        initial,
-        min: scale.min,
-        max: scale.max,
-        scale_to_zero_grace: scale.scale_to_zero_grace,
-    }
-}
-
 impl State {
     /// Brings the load up to date after calls or waiters changed.
     fn mark(&mut self) {
@@ -155,74 +112,6 @@ impl State {
     /// Waiting calls whose callers are still there.
     fn waiting(&self) -> u32 {
         self.waiters.iter().filter(|w| !w.is_closed()).count() as u32
-    }
-}
-
-/// A place on an instance for one call. Dropping it frees the place and hands it to the
-/// oldest waiting call.
-#[derive(Debug)]
-pub struct Slot {
-    pool: Arc<Pool>,
-    instance: Arc<Instance>,
-    call: CallId,
-    discarded: bool,
-    /// The call waited for an instance to start for it.
-    cold: bool,
-}
-
-impl Slot {
-    fn new(pool: Arc<Pool>, instance: Arc<Instance>, call: &CallId, cold: bool) -> Self {
-        instance.begin_call(call);
-        Self { pool, instance, call: call.clone(), discarded: false, cold }
-    }
-
-    /// Whether the call waited for an instance started for it (a cold start).
-    pub fn cold(&self) -> bool {
-        self.cold
-    }
-
-    /// The instance this slot is on.
-    pub fn instance(&self) -> &Arc<Instance> {
-        &self.instance
-    }
-
-    /// The call holding the slot.
-    pub fn call(&self) -> &CallId {
-        &self.call
-    }
-
-    /// The shared instance context.
-    pub fn context(&self) -> &Arc<Context> {
-        &self.pool.ctx
-    }
-
-    /// Takes the instance out of service and kills it (stuck or broken), then frees the slot.
-    pub fn discard(mut self) {
-        self.discarded = true;
-        self.pool.discard(&self.instance);
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.instance.end_call(&self.call);
-        self.pool.release(&self.instance, !self.discarded);
-    }
-}
-
-/// A queued call's end of the hand-off. If the call goes away (client disconnect,
-/// timeout) after a slot was handed to it, the slot is given back, never leaked.
-struct Waiter {
-    rx: oneshot::Receiver<Handoff>,
-    pool: Arc<Pool>,
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.rx.close();
-        if let Ok(Ok(instance)) = self.rx.try_recv() {
-            self.pool.release(&instance, false);
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Error;
 
 fn fields(err: Error) -> Vec<String> {
     match err {

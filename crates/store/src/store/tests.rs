@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Collected, Retention};
+use crate::{Collected, DeployOutcome, Retention};
 use gust_api::Share;
 
 fn targz(files: &[(&str, &str, u32)]) -> Vec<u8> {
