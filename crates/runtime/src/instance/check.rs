@@ -1,5 +1,5 @@
-//! The start-up check a deploy makes of its first instance: that it can serve, before the
-//! revision takes traffic, without sending it a call.
+//! [`Instance::check_ready`], a deploy's start-up check, and the two checks it runs: the
+//! invoker's probe request and `sh -n`.
 
 use std::path::Path;
 use std::time::Duration;
