@@ -350,23 +350,14 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
         |h: &str| !h.is_empty() && !h.starts_with('/') && !h.split('/').any(|c| c == "..") && !h.contains('\0');
     match runtime {
         Runtime::Python => {
-            let ident = |s: &str| {
-                !s.is_empty()
-                    && !s.as_bytes()[0].is_ascii_digit()
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            };
+            let ident = |s: &str| identifier(s, b"");
             match handler.rsplit_once('.') {
                 Some((module, func)) if module.split('.').all(ident) && ident(func) => Ok(()),
                 _ => Err(format!("`{handler}` must be `module.function`, e.g. \"handler.handle\"")),
             }
         }
         Runtime::Java => {
-            let ident = |s: &str| {
-                !s.is_empty()
-                    && !s.as_bytes()[0].is_ascii_digit()
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
-            };
-            if handler.split('.').all(ident) {
+            if handler.split('.').all(|s| identifier(s, b"$")) {
                 Ok(())
             } else {
                 Err(format!("`{handler}` must be a class name, e.g. \"functions.Hello\""))
@@ -374,11 +365,7 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
         }
         Runtime::LambdaPython => {
             // AWS splits at the last dot; the module may be a path (`src/app.handler`).
-            let ident = |s: &str| {
-                !s.is_empty()
-                    && !s.as_bytes()[0].is_ascii_digit()
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            };
+            let ident = |s: &str| identifier(s, b"");
             match handler.rsplit_once('.') {
                 Some((module, func)) if module.split(['.', '/']).all(ident) && ident(func) => Ok(()),
                 _ => Err(format!("`{handler}` must be `module.function`, e.g. \"lambda_function.lambda_handler\"")),
@@ -403,4 +390,12 @@ fn check_handler(runtime: Runtime, handler: &str) -> std::result::Result<(), Str
             }
         }
     }
+}
+
+/// An ASCII identifier as Python and Java spell one: letters, digits, `_` and the bytes
+/// of `extra` (Java's `$`), not starting with a digit.
+fn identifier(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
 }
