@@ -75,10 +75,7 @@ pub fn plan(spec: &FunctionSpec, dir: &Path, source_digest: &str, interpreters: 
     let mut steps = Vec::new();
     let mut toolchain = String::new();
     if matches!(spec.runtime, Runtime::Python | Runtime::LambdaPython) && dir.join("requirements.txt").is_file() {
-        let python = interpreters.python.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
-            runtime: "python".into(),
-            detail: interpreters.python.detail.clone(),
-        })?;
+        let python = interpreters.python.require("python")?;
         toolchain.push_str(&format!("python {} {}\n", python.display(), interpreters.python.detail));
         steps.push(Step {
             label: "pip install -r requirements.txt".into(),
@@ -101,10 +98,7 @@ pub fn plan(spec: &FunctionSpec, dir: &Path, source_digest: &str, interpreters: 
         });
     }
     if matches!(spec.runtime, Runtime::Node | Runtime::LambdaNode) && dir.join("package.json").is_file() {
-        let node = interpreters.node.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
-            runtime: "node".into(),
-            detail: interpreters.node.detail.clone(),
-        })?;
+        let node = interpreters.node.require("node")?;
         let npm = node
             .parent()
             .map(|d| d.join("npm"))

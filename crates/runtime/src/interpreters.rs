@@ -16,6 +16,20 @@ pub struct Found {
     pub detail: String,
 }
 
+impl Found {
+    /// The executable, or why `runtime` cannot run here ([`crate::Error::RuntimeUnavailable`],
+    /// with the reason and fix found at start-up).
+    ///
+    /// # Errors
+    /// [`crate::Error::RuntimeUnavailable`] when it was not found.
+    pub fn require(&self, runtime: impl std::fmt::Display) -> crate::Result<PathBuf> {
+        self.path.clone().ok_or_else(|| crate::Error::RuntimeUnavailable {
+            runtime: runtime.to_string(),
+            detail: self.detail.clone(),
+        })
+    }
+}
+
 /// The interpreters instances may need.
 #[derive(Debug, Clone)]
 pub struct Interpreters {

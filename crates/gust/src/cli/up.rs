@@ -142,9 +142,19 @@ impl Up {
             let why = why_not_stronger.map_or_else(String::new, |w| format!("; {w}"));
             println!("             the strongest this host allows (--isolation auto){why}");
         }
+        // A pool needs its interpreter: without one the size asked for is not what runs.
+        let pool = |runtime: &str, size: u32, what: &str| {
+            let found = info.interpreters.iter().any(|i| i.runtime == runtime && i.path.is_some());
+            match (found, size) {
+                (false, _) => "off (no interpreter)".to_owned(),
+                (true, 0) => "off".to_owned(),
+                (true, n) => format!("{n} ({what})"),
+            }
+        };
         println!(
-            "  pools:     python {} (zygote children waiting), node {} (processes waiting)",
-            config.pools.python, config.pools.node
+            "  pools:     python {}, node {}",
+            pool("python", config.pools.python, "zygote children waiting"),
+            pool("node", config.pools.node, "processes waiting")
         );
         if info.busy_poll.window_us > 0 {
             println!("  busy poll: {} µs after each request, on one runtime thread", info.busy_poll.window_us);

@@ -120,3 +120,28 @@ fn shell_failure_is_a_500_and_stderr_is_logged() {
         g.cli_ok(&["logs", "fails"]).contains(&format!("stderr [{call}]: about to fail")).then_some(())
     });
 }
+
+/// An interpreter gust could not find at start-up: the banner says so and that the pool
+/// it would feed is off, a deploy of that runtime fails (422) with the setting that
+/// fixes it and takes no traffic, a call answers 503, and other runtimes still serve.
+#[test]
+fn a_missing_interpreter_fails_its_deploys_with_the_fix_and_leaves_the_rest_serving() {
+    let g = crate::gust_env(&[("GUST_PYTHON", "/nonexistent/python3")]);
+    assert!(g.banner.contains("pools:     python off (no interpreter)"), "{}", g.banner);
+    assert!(g.banner.contains("python     unavailable: `/nonexistent/python3` not found"), "{}", g.banner);
+    let dir = g.function(
+        "nopy",
+        &[("gust.toml", &manifest("nopy", "python", "")), ("handler.py", "def handle(d):\n    return 1\n")],
+    );
+    let out = g.cli(&["deploy", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("nopy-00001 failed to start") && err.contains("set GUST_PYTHON or --python"), "{err}");
+    assert!(err.contains("(HTTP 422)"), "{err}");
+    let r = g.post("nopy", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    g.deploy("echo", &[("gust.toml", &manifest("echo", "shell", "")), ("handler.sh", "cat\n")]);
+    let r = g.post("echo", "still here");
+    assert_eq!((r.status, r.text()), (200, "still here".to_owned()));
+}

@@ -415,17 +415,11 @@ async fn command(
     let fail = |detail: String| Error::StartFailed { function: spec.name.to_string(), detail };
     let (program, args, listen_fd, ready) = match spec.runtime {
         Runtime::Python | Runtime::Node => {
-            let (program, invoker) = match spec.runtime {
-                Runtime::Python => (ctx.interpreters.python.path.clone(), ctx.invokers_dir.join("python.py")),
-                _ => (ctx.interpreters.node.path.clone(), ctx.invokers_dir.join("node.js")),
+            let (interpreter, invoker) = match spec.runtime {
+                Runtime::Python => (&ctx.interpreters.python, ctx.invokers_dir.join("python.py")),
+                _ => (&ctx.interpreters.node, ctx.invokers_dir.join("node.js")),
             };
-            let program = program.ok_or_else(|| Error::RuntimeUnavailable {
-                runtime: spec.runtime.to_string(),
-                detail: match spec.runtime {
-                    Runtime::Python => ctx.interpreters.python.detail.clone(),
-                    _ => ctx.interpreters.node.detail.clone(),
-                },
-            })?;
+            let program = interpreter.require(spec.runtime)?;
             // A spare came with its listener, moved here with its directory.
             let listener = if spared {
                 None
@@ -443,10 +437,7 @@ async fn command(
             (program, args, listener.map(OwnedFd::from), Ready::Bound(Target::Unix(socket.to_path_buf())))
         }
         Runtime::Java => {
-            let java = ctx.interpreters.java.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
-                runtime: "java".into(),
-                detail: ctx.interpreters.java.detail.clone(),
-            })?;
+            let java = ctx.interpreters.java.require("java")?;
             let invoker = ctx.java_invoker().await?;
             let code = &revision.code_dir;
             let mut classpath = OsString::from(invoker.as_os_str());
@@ -480,20 +471,14 @@ async fn command(
             };
             let (program, args) = match spec.runtime {
                 Runtime::LambdaPython => {
-                    let python = ctx.interpreters.python.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
-                        runtime: spec.runtime.to_string(),
-                        detail: ctx.interpreters.python.detail.clone(),
-                    })?;
+                    let python = ctx.interpreters.python.require(spec.runtime)?;
                     let mut args: Vec<OsString> = PYTHON_FLAGS.map(OsString::from).to_vec();
                     // python.py runs its Lambda client (lambda.py) when the Runtime API is set.
                     args.push(ctx.invokers_dir.join("python.py").into());
                     (python, args)
                 }
                 Runtime::LambdaNode => {
-                    let node = ctx.interpreters.node.path.clone().ok_or_else(|| Error::RuntimeUnavailable {
-                        runtime: spec.runtime.to_string(),
-                        detail: ctx.interpreters.node.detail.clone(),
-                    })?;
+                    let node = ctx.interpreters.node.require(spec.runtime)?;
                     // node.js runs its Lambda client (lambda.js) when the Runtime API is set.
                     (node, vec![ctx.invokers_dir.join("node.js").into()])
                 }
