@@ -362,6 +362,19 @@ pub struct Info {
     /// Busy polling (`--busy-poll`): its window and how long the server has spun.
     #[serde(default)]
     pub busy_poll: BusyPollInfo,
+    /// The warm pools as they run.
+    #[serde(default)]
+    pub pools: PoolsInfo,
+}
+
+/// Warm processes kept per runtime (`--pool`), as they run: 0 when a pool is off, asked
+/// to be or for want of its interpreter.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct PoolsInfo {
+    /// Python children the zygote keeps forked and waiting.
+    pub python: u32,
+    /// Node processes kept started and waiting.
+    pub node: u32,
 }
 
 /// Busy polling after requests, and its cost.

@@ -195,6 +195,11 @@ impl Spares {
         self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How many processes it keeps waiting.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// A live spare, if one is ready; the pool refills in the background.
     pub fn take(&self) -> Option<Spare> {
         let mut ready = self.lock();

@@ -238,6 +238,16 @@ impl Supervisor {
         &self.ctx.interpreters
     }
 
+    /// The warm pools as they run: a runtime's is off (0) when asked to be, or when its
+    /// interpreter was not found, whatever size was asked for.
+    pub fn warm_pools(&self) -> WarmPools {
+        let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        WarmPools {
+            python: self.ctx.zygote.as_ref().map_or(0, |z| size(z.waiting())),
+            node: self.ctx.node_spares.as_ref().map_or(0, |s| size(s.size())),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RevisionId, Arc<Pool>>> {
         // A map of handles only; safe to use after a panic elsewhere.
         self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -178,6 +178,11 @@ impl Zygote {
         Self { python, invoker, dir, env, waiting, live: tokio::sync::Mutex::new(None), sandbox }
     }
 
+    /// How many children it keeps forked and waiting.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
     /// Starts the zygote unless it is running, so the first cold start finds it ready.
     ///
     /// # Errors

@@ -91,6 +91,10 @@ impl Server {
             auth: gust_api::wire::AuthInfo { control_api: control, token_file: token_file.display().to_string() },
             calls_unrecorded: 0,
             busy_poll: gust_api::wire::BusyPollInfo::default(),
+            pools: {
+                let pools = supervisor.warm_pools();
+                gust_api::wire::PoolsInfo { python: pools.python, node: pools.node }
+            },
         };
         let busy_poll = (!config.gateway.busy_poll.is_zero())
             .then(|| gust_gateway::busy_poll::BusyPoll::new(config.gateway.busy_poll));

@@ -142,19 +142,18 @@ impl Up {
             let why = why_not_stronger.map_or_else(String::new, |w| format!("; {w}"));
             println!("             the strongest this host allows (--isolation auto){why}");
         }
-        // A pool needs its interpreter: without one the size asked for is not what runs.
-        let pool = |runtime: &str, size: u32, what: &str| {
-            let found = info.interpreters.iter().any(|i| i.runtime == runtime && i.path.is_some());
-            match (found, size) {
-                (false, _) => "off (no interpreter)".to_owned(),
-                (true, 0) => "off".to_owned(),
-                (true, n) => format!("{n} ({what})"),
+        // The pools as they run; one that is off for want of its interpreter says so.
+        let pool = |runtime: &str, size: u32, what: &str| match size {
+            0 if info.interpreters.iter().any(|i| i.runtime == runtime && i.path.is_none()) => {
+                "off (no interpreter)".to_owned()
             }
+            0 => "off".to_owned(),
+            n => format!("{n} ({what})"),
         };
         println!(
             "  pools:     python {}, node {}",
-            pool("python", config.pools.python, "zygote children waiting"),
-            pool("node", config.pools.node, "processes waiting")
+            pool("python", info.pools.python, "zygote children waiting"),
+            pool("node", info.pools.node, "processes waiting")
         );
         if info.busy_poll.window_us > 0 {
             println!("  busy poll: {} µs after each request, on one runtime thread", info.busy_poll.window_us);
