@@ -305,10 +305,15 @@ pub fn signal(pid: u32, sig: i32) {
 
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
+    proc_stat(pid).is_some_and(|fields| fields.first().is_none_or(|state| state != "Z"))
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces), from
+/// the state on: `[0]` state, `[1]` ppid, `[2]` pgid, `[11]` utime, `[12]` stime.
+/// `None` when the process does not exist.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Polls `f` until it returns `Some`, failing the test after [`DEADLINE`].

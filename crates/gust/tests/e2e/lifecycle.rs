@@ -162,8 +162,7 @@ fn three_idle_seconds(pid: u32) -> (u64, u64) {
 
 /// User plus system CPU time of process `pid` so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields = gust_test_support::proc_stat(pid).unwrap();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 

@@ -9,8 +9,7 @@ use crate::{gust, gust_env, manifest};
 
 /// `(ppid, pgid)` of a process, from `/proc/PID/stat`.
 fn parent_and_group(pid: u32) -> (u32, u32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields = gust_test_support::proc_stat(pid).unwrap();
     (fields[1].parse().unwrap(), fields[2].parse().unwrap())
 }
 
@@ -35,7 +34,7 @@ fn children(parent: u32, arg: &str) -> Vec<u32> {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
             && alive(pid)
-            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|_| parent_and_group(pid).0 == parent)
+            && gust_test_support::proc_stat(pid).is_some_and(|f| f.get(1).is_some_and(|p| *p == parent.to_string()))
         {
             found.push(pid);
         }
